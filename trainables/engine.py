@@ -1,0 +1,177 @@
+"""The training loop: train_one_epoch / evaluate / fit. Pure PyTorch, no ray.
+
+`run_trial(config, ...)` is what one trial does, with `report(metrics, state)` called once
+per epoch; the Ray trainable passes a `report` that checkpoints and calls tune.report.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from trainables.data import DatasetConfig, Split, Splits, load_splits
+from trainables.models import get_model
+
+
+class Training(BaseModel):
+    """The training keys every model shares."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lr: float = Field(default=1e-3, gt=0.0, le=10.0)
+    batch_size: int = Field(default=64, ge=1, le=65536)
+    optimizer: Literal["sgd", "adam", "adamw", "rmsprop"] = "adam"
+    momentum: float = Field(default=0.9, ge=0.0, lt=1.0)  # sgd and rmsprop
+    weight_decay: float = Field(default=0.0, ge=0.0, lt=1.0)
+    lr_schedule: Literal["none", "cosine", "step"] = "none"
+    lr_step_epochs: int = Field(default=0, ge=0)  # step schedule: decay every N epochs (0: a third of the run)
+    lr_gamma: float = Field(default=0.1, gt=0.0, le=1.0)  # step schedule: decay factor
+    label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
+    augment: bool = False
+    seed: int = 0
+
+
+TRAINING_KEYS = frozenset(Training.model_fields)
+Report = Callable[[dict[str, Any], Callable[[], dict[str, Any]]], None]
+
+
+def make_optimizer(params, t: Training) -> torch.optim.Optimizer:
+    params = [p for p in params if p.requires_grad]
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    if t.optimizer == "adam":
+        return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
+    if t.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+    return torch.optim.RMSprop(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+
+
+def make_scheduler(opt: torch.optim.Optimizer, t: Training, epochs: int):
+    """Stepped once per epoch."""
+    if t.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
+    if t.lr_schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=t.lr_step_epochs or max(1, epochs // 3), gamma=t.lr_gamma)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+
+
+def train_one_epoch(model, split: Split, opt, loss_fn, *, batch_size: int, generator, augment: bool):
+    """One pass over the training split; returns (mean loss, accuracy, samples, seconds)."""
+    model.train()
+    t0 = time.perf_counter()
+    total_loss = torch.zeros((), dtype=torch.float64)
+    correct = torch.zeros((), dtype=torch.int64)
+    n = 0
+    for x, y in split.batches(batch_size, shuffle=True, generator=generator, augment=augment):
+        out = model(x)
+        loss = loss_fn(out, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        # Accumulate on the device: no host sync per batch.
+        total_loss = total_loss.to(loss.device) + loss.detach().double() * len(y)
+        correct = correct.to(y.device) + (out.detach().argmax(1) == y).sum()
+        n += len(y)
+    return total_loss.item() / max(n, 1), correct.item() / max(n, 1), n, time.perf_counter() - t0
+
+
+@torch.no_grad()
+def evaluate(model, split: Split, loss_fn, *, batch_size: int = 512) -> tuple[float, float]:
+    """(mean loss, accuracy) over a split."""
+    model.eval()
+    total_loss, correct, n = 0.0, 0, 0
+    for x, y in split.batches(batch_size, shuffle=False, generator=None, augment=False):
+        out = model(x)
+        total_loss += loss_fn(out, y).item() * len(y)
+        correct += (out.argmax(1) == y).sum().item()
+        n += len(y)
+    return total_loss / max(n, 1), correct / max(n, 1)
+
+
+def count_params(model: nn.Module) -> dict[str, Any]:
+    """Trainable and total parameter counts and the names of the layers that train."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    layers = sorted({name.rsplit(".", 1)[0] for name, p in model.named_parameters() if p.requires_grad})
+    return {"trainable_params": trainable, "total_params": total, "trainable_layers": layers}
+
+
+def fit(
+    model: nn.Module,
+    splits: Splits,
+    t: Training,
+    *,
+    epochs: int,
+    report: Report,
+    start: dict[str, Any] | None = None,
+) -> None:
+    """Train for `epochs`, calling report(metrics, state_fn) after each; resumes from `start`."""
+    opt = make_optimizer(model.parameters(), t)
+    sched = make_scheduler(opt, t, epochs)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
+    first = 1
+    if start is not None:
+        model.load_state_dict(start["model"])
+        opt.load_state_dict(start["optimizer"])
+        sched.load_state_dict(start["scheduler"])
+        first = start["epoch"] + 1
+    counts = count_params(model)
+    for epoch in range(first, epochs + 1):
+        t0 = time.perf_counter()
+        # Seeded by (seed, epoch): a resumed trial sees the same batches it would have seen.
+        gen = torch.Generator().manual_seed(t.seed * 100_003 + epoch)
+        lr = opt.param_groups[0]["lr"]
+        train_loss, train_acc, n, train_s = train_one_epoch(
+            model, splits.train, opt, loss_fn, batch_size=t.batch_size, generator=gen, augment=t.augment
+        )
+        val_loss, val_acc = evaluate(model, splits.val, loss_fn)
+        sched.step()
+        metrics = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "train_acc": train_acc,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "lr": lr,
+            "epoch_seconds": time.perf_counter() - t0,
+            "samples_per_second": n / train_s if train_s > 0 else 0.0,
+            "trainable_params": counts["trainable_params"],
+            "total_params": counts["total_params"],
+        }
+
+        def state(epoch=epoch) -> dict[str, Any]:
+            return {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch}
+
+        diverged = not math.isfinite(train_loss)
+        if diverged:
+            metrics["diverged"] = True
+        report(metrics, state)
+        if diverged:  # nothing more to learn from a NaN loss: end the trial here
+            return
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def build(config: dict[str, Any], dataset: DatasetConfig, device: torch.device | None = None):
+    """(model, splits, training) for one trial's config: the chosen model's params plus the shared keys."""
+    entry = get_model(config.get("model", "cnn"))
+    model_keys = set(entry.params.model_fields)
+    params = entry.params(**{k: v for k, v in config.items() if k in model_keys})
+    training = Training(**{**entry.training_defaults(params), **{k: v for k, v in config.items() if k in TRAINING_KEYS}})
+    device = device or pick_device()
+    splits = load_splits(dataset, entry.preprocess(params)).to(device)
+    torch.manual_seed(training.seed)
+    model = entry.build(params, num_classes=splits.num_classes, in_channels=splits.in_channels, image_size=splits.image_size)
+    return model.to(device), splits, training
+
+
+def run_trial(config: dict[str, Any], *, dataset: DatasetConfig, epochs: int, report: Report, start=None) -> None:
+    """What one trial does: build the model and data from `config`, then fit."""
+    model, splits, training = build(config, dataset)
+    fit(model, splits, training, epochs=epochs, report=report, start=start)
