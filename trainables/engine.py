@@ -119,6 +119,8 @@ def fit(
         opt.load_state_dict(start["optimizer"])
         sched.load_state_dict(start["scheduler"])
         first = start["epoch"] + 1
+        if start.get("training") != t.model_dump():
+            _retune(opt, sched, t)  # PBT cloned another trial's state under a perturbed config
     counts = count_params(model)
     for epoch in range(first, epochs + 1):
         t0 = time.perf_counter()
@@ -144,7 +146,13 @@ def fit(
         }
 
         def state(epoch=epoch) -> dict[str, Any]:
-            return {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch}
+            return {
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "epoch": epoch,
+                "training": t.model_dump(),
+            }
 
         diverged = not math.isfinite(train_loss)
         if diverged:
@@ -152,6 +160,16 @@ def fit(
         report(metrics, state)
         if diverged:  # nothing more to learn from a NaN loss: end the trial here
             return
+
+
+def _retune(opt: torch.optim.Optimizer, sched, t: Training) -> None:
+    """Apply a new config's optimiser settings to restored optimiser and scheduler state."""
+    for g in opt.param_groups:
+        g["lr"] = g["initial_lr"] = t.lr
+        g["weight_decay"] = t.weight_decay
+        if "momentum" in g:
+            g["momentum"] = t.momentum
+    sched.base_lrs = [t.lr for _ in opt.param_groups]
 
 
 def pick_device() -> torch.device:

@@ -1,0 +1,3 @@
+from trainables.cli import main
+
+main()

@@ -1,0 +1,135 @@
+"""The `tune` command (also `python -m trainables`): our commands plus Ray Tune's own."""
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+from trainables.errors import SpecError
+
+
+def _fail(e: Exception) -> None:
+    click.echo(f"error: {e}", err=True)
+    sys.exit(2)
+
+
+RAY_COMMANDS = ("ls", "lsx", "list-trials", "list-experiments", "add-note")
+
+
+class TuneGroup(click.Group):
+    """Our commands, plus Ray Tune's own `tune` subcommands, loaded only when asked for."""
+
+    def list_commands(self, ctx):
+        return super().list_commands(ctx) + list(RAY_COMMANDS)
+
+    def get_command(self, ctx, name):
+        command = super().get_command(ctx, name)
+        if command is None and name in RAY_COMMANDS:
+            from ray.tune.cli.scripts import cli as ray_cli
+
+            command = ray_cli.get_command(ctx, name)
+        return command
+
+
+@click.group(cls=TuneGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="trainables")
+def cli() -> None:
+    """Hyperparameter sweeps for PyTorch image classifiers on Ray Tune.
+
+    One YAML file describes the search space; `tune run` searches it with Optuna and
+    ASHA, logs every trial to MLflow and ends with a table of the best trials.
+    """
+
+
+overrides_opt = click.option("-o", "--override", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
+                             help="Override any key of the spec, e.g. -o search.num_samples=4 (value read as YAML).")
+storage_opt = click.option("--storage", metavar="PATH|URI",
+                           help="Where sweeps are kept (default ./results, or $TRAINABLES_STORAGE); s3://, gs:// or a shared path on a cluster.")
+
+
+@cli.command()
+@click.argument("spec_file", metavar="SPEC.yaml")
+@overrides_opt
+def validate(spec_file, overrides):
+    """Check a spec without running it and print the resolved search space."""
+    from trainables.space import describe
+    from trainables.spec import load_spec
+
+    try:
+        spec = load_spec(spec_file, overrides)
+    except SpecError as e:
+        _fail(e)
+    click.echo(f"{spec_file}: valid. Sweep {spec.name!r}: {spec.num_samples} trial(s) x up to {spec.epochs} epochs, "
+               f"{spec.search.algorithm} search, {spec.scheduler.name} scheduler, metric {spec.metric} ({spec.mode}).")
+    click.echo(f"dataset: {spec.dataset.name}" + (f" from {spec.dataset.root}" if spec.dataset.root else ""))
+    click.echo("parameters:")
+    width = max((len(k) for k in spec.parameters), default=0)
+    for name, p in spec.space.items():
+        click.echo(f"  {name:<{width}}  {describe(p)}")
+
+
+@cli.command()
+@click.argument("spec_file", metavar="SPEC.yaml")
+@overrides_opt
+@click.option("--address", envvar="RAY_ADDRESS", metavar="ADDR", help="Join a running Ray cluster (host:port, auto, ray://...).")
+@storage_opt
+@click.option("--resume", is_flag=True, help="Continue the interrupted sweep of the same name (errored trials resumed too).")
+@click.option("--dry-run", is_flag=True, help="Validate and show the plan, start nothing.")
+def run(spec_file, overrides, address, storage, resume, dry_run):
+    """Run the sweep described by SPEC.yaml.
+
+    Exit code 0 when the sweep finished (even if some trials errored), 1 when every trial
+    failed, 2 for bad input.
+    """
+    from trainables.spec import load_spec
+    from trainables import sweep as sw
+
+    try:
+        spec = load_spec(spec_file, overrides)
+        path = sw.experiment_dir(spec, storage)
+        if not resume and not dry_run:
+            sw.check_fresh(spec, path)
+    except SpecError as e:
+        _fail(e)
+    click.echo(f"sweep {spec.name!r}: {spec.num_samples} trials, {spec.search.algorithm} + {spec.scheduler.name}, "
+               f"{spec.resources.cpu:g} CPU / {spec.resources.gpu:g} GPU per trial")
+    click.echo(f"results: {path}")
+    if dry_run:
+        click.echo("dry run: nothing started.")
+        return
+    try:
+        sw.connect(address)
+        outcome = sw.run_sweep(spec, storage=storage, resume=resume)
+    except SpecError as e:
+        _fail(e)
+    sys.exit(outcome)
+
+
+@cli.command()
+@click.argument("sweep", metavar="NAME|PATH")
+@storage_opt
+def best(sweep, storage):
+    """Print the best trial's configuration as YAML, ready to paste as fixed parameters."""
+    import yaml
+
+    from trainables.results import load_sweep
+
+    try:
+        s = load_sweep(sweep, storage)
+    except SpecError as e:
+        _fail(e)
+    b = s.best()
+    if b is None:
+        _fail(SpecError(f"sweep {s.spec.name!r} has no trial with a {s.spec.metric} yet"))
+    click.echo(f"# best of {s.spec.name}: {s.spec.metric}={b.value(s.spec.metric):.4f} "
+               f"(trial {b.trial_id}, {b.epochs} epochs, {b.status})")
+    click.echo(yaml.safe_dump({"parameters": b.config}, sort_keys=False, default_flow_style=None).rstrip())
+
+
+def main() -> None:
+    cli(prog_name="tune")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,225 @@
+"""Spec -> Ray Tune Tuner (search algorithm, scheduler, resources, storage, callbacks); run and resume."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from trainables.errors import SpecError
+from trainables.space import OptunaSpace, encode_point, ray_space
+from trainables.spec import Spec
+
+DEFAULT_STORAGE = "results"
+SPEC_FILE = "spec.yaml"  # the resolved spec, kept beside Ray's experiment state
+
+
+def storage_root(storage: str | None) -> str:
+    """Where experiments live: a URI (s3://, gs://, ...) as given, a local path made absolute."""
+    storage = storage or os.environ.get("TRAINABLES_STORAGE") or DEFAULT_STORAGE
+    return storage if "://" in storage else str(Path(storage).expanduser().resolve())
+
+
+def experiment_dir(spec: Spec, storage: str | None) -> str:
+    return f"{storage_root(storage).rstrip('/')}/{spec.name}"
+
+
+def _search_alg(spec: Spec):
+    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+
+    space, s = spec.space, spec.search
+    if s.algorithm == "optuna":
+        import optuna
+        from ray.tune.search.optuna import OptunaSearch
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        alg = OptunaSearch(
+            space=OptunaSpace(space),
+            metric=spec.metric,
+            mode=spec.mode,
+            sampler=optuna.samplers.TPESampler(seed=s.seed),
+            points_to_evaluate=[encode_point(space, p) for p in s.points_to_evaluate] or None,
+        )
+        return (ConcurrencyLimiter(alg, max_concurrent=s.max_concurrent) if s.max_concurrent else alg), {}
+    alg = BasicVariantGenerator(
+        points_to_evaluate=list(s.points_to_evaluate) or None,
+        max_concurrent=s.max_concurrent or 0,
+        random_state=s.seed,
+    )
+    return alg, ray_space(space, enumerate_all=s.algorithm == "grid", seed=s.seed)
+
+
+def _scheduler(spec: Spec, param_space: dict[str, Any]):
+    from ray.tune import schedulers as S
+
+    c = spec.scheduler
+    if c.name == "asha":
+        return S.ASHAScheduler(time_attr="training_iteration", max_t=spec.epochs, grace_period=c.grace_period,
+                               reduction_factor=c.reduction_factor, brackets=c.brackets)
+    if c.name == "hyperband":
+        return S.HyperBandScheduler(time_attr="training_iteration", max_t=spec.epochs, reduction_factor=c.reduction_factor)
+    if c.name == "median":
+        return S.MedianStoppingRule(time_attr="training_iteration", grace_period=c.grace_period, min_samples_required=3)
+    if c.name == "pbt":
+        names = c.mutations or spec.searched
+        return S.PopulationBasedTraining(
+            time_attr="training_iteration",
+            perturbation_interval=c.perturbation_interval,
+            quantile_fraction=c.quantile_fraction,
+            hyperparam_mutations={n: param_space[n] for n in names},
+        )
+    return S.FIFOScheduler()
+
+
+def trainable_for(spec: Spec):
+    from ray import tune
+
+    if spec.trainable == "classifier":
+        from trainables.trainable import classifier
+
+        fn = tune.with_parameters(classifier, dataset=spec.dataset, epochs=spec.epochs, threads=int(spec.resources.cpu))
+    else:
+        import importlib
+
+        mod, _, name = spec.trainable.partition(":")
+        fn = getattr(importlib.import_module(mod), name)
+    return tune.with_resources(fn, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+
+
+def build_tuner(spec: Spec, *, storage: str | None = None, resume: bool = False, callbacks: list | None = None):
+    """A Tuner for the spec: a fresh one, or the interrupted sweep of the same name restored."""
+    from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    if spec.resources.workers > 1:
+        raise SpecError("resources.workers > 1 (data-parallel trials) is not available yet", path="resources.workers", file=spec.source)
+    # Ray's default loggers include TensorBoard files nobody here reads: keep JSON (for
+    # ExperimentAnalysis) and CSV only.
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our Progress lines replace Ray's tables
+    callbacks = [JsonLoggerCallback(), CSVLoggerCallback(), *(callbacks or [])]
+    path = experiment_dir(spec, storage)
+    trainable = trainable_for(spec)
+    if resume:
+        if not tune.Tuner.can_restore(path):
+            raise SpecError(f"nothing to resume at {path}: run without --resume to start the sweep", file=spec.source)
+        return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    search_alg, param_space = _search_alg(spec)
+    return tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            metric=spec.metric,
+            mode=spec.mode,
+            search_alg=search_alg,
+            scheduler=_scheduler(spec, param_space),
+            num_samples=spec.num_samples,
+            reuse_actors=True,
+            trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
+        ),
+        run_config=tune.RunConfig(
+            name=spec.name,
+            storage_path=storage_root(storage),
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            callbacks=callbacks,
+            verbose=0,
+        ),
+    )
+
+
+def trial_status(result_or_trial, epochs: int) -> str:
+    """completed (ran every epoch), stopped early (scheduler or divergence) or errored."""
+    error = getattr(result_or_trial, "error", None)
+    if error:
+        return "errored"
+    metrics = getattr(result_or_trial, "metrics", None) or getattr(result_or_trial, "last_result", None) or {}
+    return "completed" if metrics.get("training_iteration", 0) >= epochs and not metrics.get("diverged") else "stopped early"
+
+
+class Progress:
+    """One line per finished trial on stdout, instead of Ray's periodic tables."""
+
+    def __init__(self, spec: Spec, stream=sys.stdout):
+        from ray.tune import Callback
+
+        outer = self
+
+        class _CB(Callback):
+            def on_trial_complete(self, iteration, trials, trial, **info):
+                outer.line(trial, trials, error=False)
+
+            def on_trial_error(self, iteration, trials, trial, **info):
+                outer.line(trial, trials, error=True)
+
+        self.callback = _CB()
+        self.spec, self.stream, self.start = spec, stream, time.time()
+
+    def line(self, trial, trials, *, error: bool) -> None:
+        r = trial.last_result or {}
+        done = sum(t.status in ("TERMINATED", "ERROR") for t in trials) + (0 if trial.status in ("TERMINATED", "ERROR") else 1)
+        status = "errored" if error else trial_status(trial, self.spec.epochs)
+        value = r.get(self.spec.metric)
+        shown = f"{self.spec.metric}={value:.4f}" if isinstance(value, (int, float)) else "no result"
+        print(f"[{time.time() - self.start:6.0f}s] trial {trial.trial_id} {status:13s} {shown} after "
+              f"{r.get('training_iteration', 0)} epochs  ({done}/{self.spec.num_samples} done)", file=self.stream, flush=True)
+
+
+def check_fresh(spec: Spec, path: str) -> None:
+    """A new sweep never writes into an existing one's folder."""
+    if "://" not in path and Path(path).exists() and any(Path(path).iterdir()):
+        raise SpecError(f"{path} already holds a sweep named {spec.name!r}: add --resume to continue it, "
+                        f"or start another with -o name={spec.name}-2", file=spec.source)
+
+
+def connect(address: str | None) -> None:
+    """Start a local Ray, or join the cluster at `address` (failing fast if it does not answer)."""
+    import logging
+    import socket
+
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address and address not in ("auto", "local") and "://" not in address or (address or "").startswith("ray://"):
+        host, _, port = address.removeprefix("ray://").rpartition(":")
+        try:
+            socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
+        except (OSError, ValueError) as e:
+            raise SpecError(f"the Ray cluster at {address} does not answer ({e}); is `ray start --head` running there?",
+                            path="--address") from None
+    try:
+        ray.init(address=address or None, logging_level=logging.ERROR, log_to_driver=False,
+                 include_dashboard=False if not address else None)
+    except ConnectionError as e:
+        raise SpecError(f"cannot join the Ray cluster at {address}: {e}", path="--address") from None
+
+
+def save_spec(spec: Spec, path: str) -> None:
+    import yaml
+
+    if "://" in path:
+        return  # remote storage: the spec travels in the MLflow parent run instead
+    Path(path).mkdir(parents=True, exist_ok=True)
+    data = spec.model_dump(mode="json", by_alias=True, exclude_defaults=False)
+    tmp = Path(path) / (SPEC_FILE + ".tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+    tmp.replace(Path(path) / SPEC_FILE)
+
+
+def run_sweep(spec: Spec, *, storage: str | None = None, resume: bool = False, stream=sys.stdout) -> int:
+    """Run (or resume) the sweep; print a summary. Returns the exit code: 0, or 1 if every trial failed."""
+    from trainables.results import load_sweep, print_summary
+
+    path = experiment_dir(spec, storage)
+    progress = Progress(spec, stream)
+    tuner = build_tuner(spec, storage=storage, resume=resume, callbacks=[progress.callback])
+    if not resume:
+        save_spec(spec, path)
+    t0 = time.time()
+    grid = tuner.fit()
+    wall = time.time() - t0
+    sweep = load_sweep(path)
+    print_summary(sweep, wall_seconds=wall, stream=stream)
+    return 1 if grid.num_errors == len(grid) and len(grid) else 0
