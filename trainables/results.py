@@ -75,7 +75,7 @@ def load_sweep(name_or_path: str, storage: str | None = None) -> Sweep:
     path = resolve(name_or_path, storage)
     spec = load_spec(Path(path) / SPEC_FILE)
     try:
-        analysis = ExperimentAnalysis(path)
+        analysis = ExperimentAnalysis(path if "://" in path else str(Path(path).resolve()))
     except Exception as e:  # noqa: BLE001 - Ray raises plain errors for a missing/partial state
         raise SpecError(f"cannot read the sweep at {path}: {e}") from None
     frames = analysis.trial_dataframes
@@ -88,7 +88,7 @@ def load_sweep(name_or_path: str, storage: str | None = None) -> Sweep:
             status="errored" if errored else trial_status(trial, spec.epochs),
             config=clean_config(trial.config),
             last=last,
-            history=frames.get(trial.storage.trial_fs_path) if hasattr(trial, "storage") and trial.storage else None,
+            history=frames.get(trial.trial_id),
             error=str(getattr(trial, "error_file", "") or "") or None if errored else None,
         ))
     return sweep
