@@ -1,0 +1,86 @@
+"""Distributions mean the same thing under Optuna and under Ray: bounds, conditionals, grids."""
+from __future__ import annotations
+
+import optuna
+import pytest
+from ray.tune.search.variant_generator import generate_variants
+
+from trainables.space import Choice, Int, OptunaSpace, Uniform, encode_point, parse_param, ray_space
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _optuna_draws(space, n=200, seed=0):
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    define = OptunaSpace(space)
+    out = []
+    for _ in range(n):
+        trial = study.ask()
+        out.append(define(trial))
+        study.tell(trial, 0.0)
+    return out
+
+
+def _ray_draws(space, n=200, seed=0):
+    ps = ray_space(space, enumerate_all=False, seed=seed)
+    out = []
+    for _ in range(n):
+        _, resolved = next(generate_variants(ps))
+        out.append(resolved)
+    return out
+
+
+@pytest.mark.parametrize("draws", [_optuna_draws, _ray_draws], ids=["optuna", "ray"])
+def test_int_bounds_are_inclusive_in_both_engines(draws):
+    space = {"k": Int(1, 3), "s": Int(8, 32, step=8), "u": Uniform(0.1, 0.2, q=0.05)}
+    values = draws(space)
+    assert {v["k"] for v in values} == {1, 2, 3}
+    assert {v["s"] for v in values} == {8, 16, 24, 32}
+    assert {round(v["u"], 6) for v in values} == {0.1, 0.15, 0.2}
+
+
+@pytest.mark.parametrize("draws", [_optuna_draws, _ray_draws], ids=["optuna", "ray"])
+def test_conditional_parameter_exists_only_in_its_branch(draws):
+    space = {
+        "optimizer": Choice(("adam", "sgd")),
+        "momentum": parse_param({"uniform": [0.5, 0.9], "when": {"optimizer": "sgd"}}),
+        "kernels": Choice(([3, 3], [5, 5])),
+    }
+    values = draws(space, n=60)
+    for v in values:
+        present = v.get("momentum") is not None  # Ray marks an absent value None; Optuna leaves it out
+        assert present == (v["optimizer"] == "sgd")
+        if present:
+            assert 0.5 <= v["momentum"] <= 0.9
+        assert v["kernels"] in ([3, 3], [5, 5])  # list-valued choices come back as lists
+    assert {v["optimizer"] for v in values} == {"adam", "sgd"}
+
+
+def test_grid_enumerates_every_combination():
+    space = {"a": Choice((1, 2, 3)), "b": Int(0, 1), "c": parse_param(7)}
+    ps = ray_space(space, enumerate_all=True, seed=0)
+    combos = {(r["a"], r["b"], r["c"]) for _, r in generate_variants(ps)}
+    assert combos == {(a, b, 7) for a in (1, 2, 3) for b in (0, 1)}
+
+
+def test_points_to_evaluate_are_encoded_for_optuna():
+    space = {"filters": Choice(([8, 8], [16, 16])), "lr": Uniform(1e-4, 1e-2, log=True), "model": parse_param("cnn")}
+    point = encode_point(space, {"filters": [16, 16], "lr": 1e-3, "model": "cnn"})
+    study = optuna.create_study()
+    study.enqueue_trial(point)
+    trial = study.ask()
+    assert OptunaSpace(space)(trial) == {"filters": [16, 16], "lr": 1e-3, "model": "cnn"}
+
+
+@pytest.mark.parametrize("raw,message", [
+    ({"int": [1, 2.5]}, "integers"),
+    ({"uniform": [0, 1], "step": 2}, "only with `int`"),
+    ({"int": [0, 8], "log": True}, "log: true needs low >= 1"),
+    ({"quniform": [0.1, 0.33, 0.1]}, "multiples of q"),
+    ({"choice": "abc"}, "list"),
+    ({"choice": [1], "uniform": [0, 1]}, "exactly one"),
+])
+def test_malformed_distributions(raw, message):
+    with pytest.raises(ValueError) as exc:
+        parse_param(raw)
+    assert message in str(exc.value)

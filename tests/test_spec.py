@@ -1,0 +1,165 @@
+"""The YAML format: every spec in the repository validates; bad input gets one clear message and exit 2."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from trainables.cli import cli
+from trainables.errors import SpecError
+from trainables.spec import load_spec, parse_spec
+from tests.helpers import ROOT, run_cli
+
+SPECS = sorted((ROOT / "search_spaces").glob("*.yaml"))
+
+GOOD = """\
+name: t
+dataset: {name: digits}
+epochs: 3
+parameters:
+  model: cnn
+  lr: {loguniform: [1.0e-4, 1.0e-2]}
+  filters: {choice: [[8, 8, 8, 8, 8], [16, 16, 16, 16, 16]]}
+  dropout: {choice: [0.0, 0.2]}
+  optimizer: {choice: [adam, sgd]}
+  momentum: {uniform: [0.5, 0.9], when: {optimizer: sgd}}
+  dense_units: {int: [16, 64], step: 16}
+search: {num_samples: 4}
+"""
+
+
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.name)
+def test_every_spec_in_the_repository_validates(path):
+    spec = load_spec(path)
+    assert spec.name and spec.num_samples >= 1
+
+
+def test_good_spec_resolves():
+    spec = parse_spec(GOOD)
+    assert spec.searched == ["lr", "filters", "dropout", "optimizer", "momentum", "dense_units"]
+    assert spec.space["momentum"].when == (("optimizer", ("sgd",)),)
+    assert spec.space["dense_units"].grid_values() == [16, 32, 48, 64]
+
+
+def test_overrides_set_nested_keys_and_parse_yaml_values():
+    spec = parse_spec(GOOD, overrides=["search.num_samples=2", "parameters.lr={uniform: [0.001, 0.01]}", "dataset.limit=100"])
+    assert spec.num_samples == 2 and spec.dataset.limit == 100
+    assert spec.space["lr"].low == 0.001 and not spec.space["lr"].log
+
+
+# (description, spec text or override, key path the message must name)
+BAD = [
+    ("unknown top-level key", ["epocs=3"], "epocs", "did you mean 'epochs'"),
+    ("unknown nested key", ["search.num_sample=3"], "search.num_sample", "did you mean 'num_samples'"),
+    ("wrong type", ["epochs=ten"], "epochs", "integer"),
+    ("empty choice", ["parameters.dropout={choice: []}"], "parameters.dropout.choice", "at least one value"),
+    ("bounds reversed", ["parameters.lr={loguniform: [0.1, 0.001]}"], "parameters.lr.loguniform", "low < high"),
+    ("loguniform from 0", ["parameters.lr={loguniform: [0, 0.1]}"], "parameters.lr.loguniform", "low > 0"),
+    ("int bounds reversed", ["parameters.dense_units={int: [64, 16]}"], "parameters.dense_units.int", "low <= high"),
+    ("unknown distribution", ["parameters.lr={log_uniform: [0.1, 1]}"], "parameters.lr.log_uniform", "did you mean 'loguniform'"),
+    ("unknown model", ["parameters.model=resnet9000"], "parameters.model", "unknown model"),
+    ("unknown model in a choice", ["parameters.model={choice: [cnn, cnnn]}"], "parameters.model.choice[1]", "did you mean 'cnn'"),
+    ("unknown activation", ["parameters.activation={choice: [relu, swish]}"], "parameters.activation.choice[1]", "'relu'"),
+    ("dropout out of range", ["parameters.dropout={choice: [0.1, 1.5]}"], "parameters.dropout.choice[1]", "less than 1"),
+    ("four filters for five blocks", ["parameters.filters=[8, 8, 8, 8]"], "parameters.filters", "5 values"),
+    ("unknown hyperparameter", ["parameters.learning_rate=0.1"], "parameters.learning_rate", "unknown hyperparameter"),
+    ("unknown dataset", ["dataset.name=imagenet"], "dataset.name", "digits"),
+    ("unknown optimizer", ["parameters.optimizer=adamm"], "parameters.optimizer", "sgd"),
+    ("when on a missing parameter", ["parameters.momentum={uniform: [0.1, 0.9], when: {optim: sgd}}"], "parameters.momentum.when", "not a parameter"),
+    ("grid with optuna", ["parameters.dropout={grid: [0.1, 0.2]}"], "parameters.dropout.grid", "optuna"),
+    ("grid algorithm over a continuous range", ["search.algorithm=grid"], "parameters.lr", "enumerates"),
+    ("grace period past the epochs", ["scheduler.grace_period=5"], "scheduler.grace_period", "epochs"),
+    ("pbt with optuna", ["scheduler.name=pbt"], "scheduler.name", "random"),
+    ("negative gpu", ["resources.gpu=-1"], "resources.gpu", "greater than or equal to 0"),
+    ("unknown metric", ["metric=accuracy"], "metric", "val_acc"),
+    ("bad experiment name", ["name=a b"], "name", "pattern"),
+    ("imagefolder without root", ["dataset.name=imagefolder"], "dataset", "root"),
+    ("custom trainable that does not import", ["trainable=nosuchpkg.mod:fn"], "trainable", "cannot import"),
+    ("image too small for cnn", ["dataset.image_size=16"], "dataset.image_size", ">= 32"),
+]
+
+
+@pytest.mark.parametrize("what,overrides,path,words", BAD, ids=[b[0] for b in BAD])
+def test_bad_spec_names_the_key(what, overrides, path, words):
+    with pytest.raises(SpecError) as exc:
+        parse_spec(GOOD, file="bad.yaml", overrides=overrides)
+    msg = str(exc.value)
+    assert msg.startswith("bad.yaml")
+    assert f" {path}:" in msg, msg
+    assert words in msg, msg
+
+
+@pytest.mark.parametrize("text,where", [
+    ("name: t\nparameters:\n  lr: [1, 2\n", "line"),  # YAML syntax error
+    ("name: t\nepochs: !!python/object/apply:os.system ['echo pwned']\n", "line 2"),
+    ("- just\n- a list\n", "mapping"),
+    ("name: t\nparameters:\n  lr:\n    loguniform: [0.1, 0.01]\n", "line 4"),
+])
+def test_yaml_problems_point_at_the_line(text, where):
+    with pytest.raises(SpecError) as exc:
+        parse_spec(text, file="x.yaml")
+    assert where in str(exc.value)
+
+
+def test_python_tags_are_refused_not_executed(tmp_path):
+    marker = tmp_path / "pwned"
+    spec = tmp_path / "evil.yaml"
+    spec.write_text(f"name: t\nepochs: !!python/object/apply:os.system ['touch {marker}']\n")
+    result = CliRunner().invoke(cli, ["validate", str(spec)])
+    assert result.exit_code == 2
+    assert "tag not allowed" in result.output and "python/object/apply" in result.output
+    assert not marker.exists()
+
+
+def test_cli_bad_input_exit_2_without_traceback(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text(GOOD)
+    runner = CliRunner()
+    cases = [
+        ["validate", str(tmp_path / "missing.yaml")],
+        ["validate", str(good), "-o", "parameters.dropout={choice: []}"],
+        ["validate", str(good), "-o", "no_equals_sign"],
+        ["run", str(good), "-o", "parameters.lr={uniform: [1, 0]}"],
+        ["best", "no-such-sweep", "--storage", str(tmp_path)],
+    ]
+    for args in cases:
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "Traceback" not in result.output and result.output.startswith("error: "), result.output
+
+
+def test_unreachable_cluster_address_is_bad_input(tmp_path):
+    from tests.helpers import free_port
+
+    good = tmp_path / "good.yaml"
+    good.write_text(GOOD)
+    proc = run_cli("run", good, "--address", f"127.0.0.1:{free_port()}", "--storage", tmp_path / "r", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "does not answer" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "r").exists()  # nothing written
+
+
+def test_validate_prints_the_resolved_space(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text(GOOD)
+    result = CliRunner().invoke(cli, ["validate", str(good)])
+    assert result.exit_code == 0, result.output
+    assert "loguniform [0.0001, 0.01]" in result.output
+    assert "when optimizer in ['sgd']" in result.output
+
+
+def test_dry_run_starts_nothing(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text(GOOD)
+    result = CliRunner().invoke(cli, ["run", str(good), "--dry-run", "--storage", str(tmp_path / "r")])
+    assert result.exit_code == 0 and "dry run" in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_ray_subcommands_are_kept():
+    result = CliRunner().invoke(cli, ["--help"])
+    for name in ("run", "validate", "best", "ls", "lsx", "list-trials", "list-experiments", "add-note"):
+        assert name in result.output
+    result = CliRunner().invoke(cli, ["list-trials", "--help"])
+    assert result.exit_code == 0 and "EXPERIMENT_PATH" in result.output

@@ -1,0 +1,13 @@
+"""User trainables (`trainable: tests.trainables_for_tests:NAME`) for tests of failure handling."""
+from ray import tune
+
+
+def fail_when_x_is_1(config):
+    if config["x"] == 1:
+        raise RuntimeError("this trial fails on purpose")
+    for epoch in range(1, 3):
+        tune.report({"val_acc": 0.5 + 0.1 * epoch, "epoch": epoch})
+
+
+def always_fail(config):
+    raise RuntimeError("every trial fails on purpose")
