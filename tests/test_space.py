@@ -5,7 +5,7 @@ import optuna
 import pytest
 from ray.tune.search.variant_generator import generate_variants
 
-from trainables.space import Choice, Int, OptunaSpace, Uniform, encode_point, parse_param, ray_space
+from trainables.space import Choice, Int, OptunaSpace, Uniform, encode_point, grid_points, parse_param, ray_space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -22,7 +22,7 @@ def _optuna_draws(space, n=200, seed=0):
 
 
 def _ray_draws(space, n=200, seed=0):
-    ps = ray_space(space, enumerate_all=False, seed=seed)
+    ps = ray_space(space, seed=seed)
     out = []
     for _ in range(n):
         _, resolved = next(generate_variants(ps))
@@ -58,9 +58,18 @@ def test_conditional_parameter_exists_only_in_its_branch(draws):
 
 def test_grid_enumerates_every_combination():
     space = {"a": Choice((1, 2, 3)), "b": Int(0, 1), "c": parse_param(7)}
-    ps = ray_space(space, enumerate_all=True, seed=0)
-    combos = {(r["a"], r["b"], r["c"]) for _, r in generate_variants(ps)}
-    assert combos == {(a, b, 7) for a in (1, 2, 3) for b in (0, 1)}
+    combos = [(r["a"], r["b"], r["c"]) for r in grid_points(space)]
+    assert sorted(combos) == sorted((a, b, 7) for a in (1, 2, 3) for b in (0, 1))
+
+
+def test_grid_multiplies_a_conditional_only_where_it_applies():
+    space = {
+        "freeze": Choice(("all_but_head", "first_fraction", "head_frozen")),
+        "freeze_fraction": parse_param({"choice": [0.7, 0.8, 0.9], "when": {"freeze": "first_fraction"}}),
+    }
+    points = grid_points(space)
+    assert len(points) == 5
+    assert {"freeze": "all_but_head"} in points and {"freeze": "first_fraction", "freeze_fraction": 0.9} in points
 
 
 def test_points_to_evaluate_are_encoded_for_optuna():

@@ -251,18 +251,15 @@ def encode_point(space: dict[str, Param], point: dict[str, Any]) -> dict[str, An
 
 # ---- Ray Tune domains (random and grid search) ------------------------------------------
 
-def ray_space(space: dict[str, Param], *, enumerate_all: bool, seed: int | None) -> dict[str, Any]:
-    """A param_space for Ray's BasicVariantGenerator. enumerate_all: every searched value becomes a grid."""
+def ray_space(space: dict[str, Param], *, seed: int | None) -> dict[str, Any]:
+    """A param_space for Ray's BasicVariantGenerator (random search; `grid:` values crossed)."""
     import numpy as np
     from ray import tune
 
     out: dict[str, Any] = {}
     for i, name in enumerate(ordered(space)):
         p = space[name]
-        if enumerate_all and p.searched:
-            domain = tune.grid_search(list(p.values) if isinstance(p, Choice) else p.grid_values())
-        else:
-            domain = _ray_domain(tune, p)
+        domain = _ray_domain(tune, p)
         if not p.when:
             out[name] = domain
         elif isinstance(domain, dict):
@@ -319,3 +316,16 @@ def describe(p: Param) -> str:
 
 def searched_names(space: dict[str, Param]) -> list[str]:
     return [k for k, p in space.items() if p.searched]
+
+
+def grid_points(space: dict[str, Param]) -> list[dict[str, Any]]:
+    """Every combination of the enumerable values, honouring `when`: a conditional parameter
+    multiplies only the branches where it applies (and is absent from the others)."""
+    points: list[dict[str, Any]] = [{}]
+    for name in ordered(space):
+        p = space[name]
+        values = [p.value] if isinstance(p, Fixed) else list(p.values) if isinstance(p, Choice) else p.grid_values()
+        points = [{**pt, name: v} for pt in points for v in values] if not p.when else [
+            new for pt in points for new in ([{**pt, name: v} for v in values] if p.applies(pt) else [pt])
+        ]
+    return points

@@ -28,7 +28,7 @@ class _Section(BaseModel):
 
 class SearchConfig(_Section):
     algorithm: Literal["optuna", "random", "grid"] = "optuna"
-    num_samples: int | None = Field(default=None, ge=1)  # trials; with grids: draws per grid point (default 10, grid: 1)
+    num_samples: int | None = Field(default=None, ge=1)  # trials (default 10); grid: repeats of the whole grid (default 1)
     max_concurrent: int | None = Field(default=None, ge=1)  # None: as many as resources allow
     seed: int | None = 0
     points_to_evaluate: list[dict[str, Any]] = []  # configurations to try first (optuna)
@@ -90,7 +90,12 @@ class Spec(_Section):
 
     @property
     def num_samples(self) -> int:
-        return self.search.num_samples or (1 if self.search.algorithm == "grid" else 10)
+        """Trials in the sweep; with grid search, every combination times search.num_samples."""
+        if self.search.algorithm == "grid":
+            from trainables.space import grid_points
+
+            return len(self.search.points_to_evaluate) + len(grid_points(self.space)) * (self.search.num_samples or 1)
+        return self.search.num_samples or 10
 
     @property
     def space(self) -> dict[str, Param]:
