@@ -95,7 +95,10 @@ class Spec(_Section):
             from trainables.space import grid_points
 
             return len(self.search.points_to_evaluate) + len(grid_points(self.space)) * (self.search.num_samples or 1)
-        return self.search.num_samples or 10
+        grids = 1  # random search: Ray crosses every `grid:` with num_samples draws
+        for p in self.space.values():
+            grids *= len(p.values) if isinstance(p, Choice) and p.grid else 1
+        return (self.search.num_samples or 10) * grids
 
     @property
     def space(self) -> dict[str, Param]:
