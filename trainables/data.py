@@ -67,7 +67,8 @@ class Split(Protocol):
     def __len__(self) -> int: ...
 
     def batches(
-        self, batch_size: int, *, shuffle: bool, generator: torch.Generator | None, augment: bool
+        self, batch_size: int, *, shuffle: bool, generator: torch.Generator | None, augment: bool,
+        shard: tuple[int, int] | None = None,  # (rank, world): one data-parallel worker's part
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
 
     def to(self, device: torch.device) -> "Split": ...
@@ -104,18 +105,32 @@ class TensorSplit:
     def to(self, device: torch.device) -> "TensorSplit":
         return TensorSplit(self.x.to(device), self.y.to(device), self.flip)
 
-    def batches(self, batch_size, *, shuffle, generator=None, augment=False):
+    def batches(self, batch_size, *, shuffle, generator=None, augment=False, shard=None):
         n = len(self.y)
         if shuffle:
             order = torch.randperm(n, generator=generator).to(self.x.device)
         else:
             order = None
+        if shard is not None:
+            order = shard_order(order if order is not None else torch.arange(n, device=self.x.device), shard)
+            n = len(order)
         for i in range(0, n, batch_size):
             idx = order[i : i + batch_size] if order is not None else slice(i, i + batch_size)
             x, y = self.x[idx], self.y[idx]
             if augment:
                 x = augment_batch(x, flip=self.flip, generator=generator)
             yield x, y
+
+
+def shard_order(order: torch.Tensor, shard: tuple[int, int]) -> torch.Tensor:
+    """Worker `rank` of `world`'s part of an epoch's order (data-parallel training): the order is
+    padded with its own head to a multiple of `world`, so every worker gets the same number of
+    samples, hence of batches (DDP needs every rank to take the same number of steps)."""
+    rank, world = shard
+    total = -(-len(order) // world) * world
+    if total > len(order):
+        order = order.repeat(-(-total // max(len(order), 1)))[:total]
+    return order[rank::world]
 
 
 def augment_batch(x: torch.Tensor, *, flip: bool, generator: torch.Generator | None) -> torch.Tensor:
@@ -360,7 +375,7 @@ class _Order(torch.utils.data.Sampler[int]):
         self.n, self.order = n, None
 
     def __len__(self) -> int:
-        return self.n
+        return self.n if self.order is None else len(self.order)
 
     def __iter__(self):
         return iter(range(self.n) if self.order is None else self.order.tolist())
@@ -410,9 +425,11 @@ class FolderSplit:
             self._loaders[key] = (loader, order)
         return self._loaders[key]
 
-    def batches(self, batch_size, *, shuffle, generator=None, augment=False):
+    def batches(self, batch_size, *, shuffle, generator=None, augment=False, shard=None):
         loader, order = self._loader(batch_size, shuffle, augment)
         order.order = torch.randperm(len(self.samples), generator=generator) if shuffle else None
+        if shard is not None:  # data-parallel: this worker's part of the epoch's order
+            order.order = shard_order(order.order if order.order is not None else torch.arange(len(self.samples)), shard)
         pinned = loader.pin_memory
         for x, y in loader:
             x = x.to(self.device, non_blocking=pinned).float().div_(255).sub_(self._mean).div_(self._std)

@@ -59,14 +59,17 @@ def make_scheduler(opt: torch.optim.Optimizer, t: Training, epochs: int):
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
 
 
-def train_one_epoch(model, split: Split, opt, loss_fn, *, batch_size: int, generator, augment: bool):
-    """One pass over the training split; returns (mean loss, accuracy, samples, seconds)."""
+def train_one_epoch(model, split: Split, opt, loss_fn, *, batch_size: int, generator, augment: bool,
+                    shard: tuple[int, int] | None = None):
+    """One pass over the training split (or, with shard=(rank, world), over this data-parallel
+    worker's part of it); returns (mean loss, accuracy, samples, seconds)."""
     model.train()
     t0 = time.perf_counter()
     total_loss = torch.zeros((), dtype=torch.float64)
     correct = torch.zeros((), dtype=torch.int64)
     n = 0
-    for x, y in split.batches(batch_size, shuffle=True, generator=generator, augment=augment):
+    part = {} if shard is None else {"shard": shard}
+    for x, y in split.batches(batch_size, shuffle=True, generator=generator, augment=augment, **part):
         out = model(x)
         loss = loss_fn(out, y)
         opt.zero_grad(set_to_none=True)
@@ -108,8 +111,14 @@ def fit(
     epochs: int,
     report: Report,
     start: dict[str, Any] | None = None,
+    wrap_model: Callable[[nn.Module], nn.Module] | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> None:
-    """Train for `epochs`, calling report(metrics, state_fn) after each; resumes from `start`."""
+    """Train for `epochs`, calling report(metrics, state_fn) after each; resumes from `start`.
+
+    Data-parallel workers pass `wrap_model` (e.g. DistributedDataParallel: it trains, the plain
+    model is evaluated and saved) and `shard=(rank, world)`: each worker takes its part of every
+    epoch and batch_size // world samples a step, so the global batch stays `batch_size`."""
     opt = make_optimizer(model.parameters(), t)
     sched = make_scheduler(opt, t, epochs)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
@@ -121,6 +130,8 @@ def fit(
         first = start["epoch"] + 1
         if start.get("training") != t.model_dump():
             _retune(opt, sched, t)  # PBT cloned another trial's state under a perturbed config
+    net = wrap_model(model) if wrap_model is not None else model
+    batch_size = max(1, t.batch_size // shard[1]) if shard is not None else t.batch_size
     counts = count_params(model)
     for epoch in range(first, epochs + 1):
         t0 = time.perf_counter()
@@ -128,7 +139,7 @@ def fit(
         gen = torch.Generator().manual_seed(t.seed * 100_003 + epoch)
         lr = opt.param_groups[0]["lr"]
         train_loss, train_acc, n, train_s = train_one_epoch(
-            model, splits.train, opt, loss_fn, batch_size=t.batch_size, generator=gen, augment=t.augment
+            net, splits.train, opt, loss_fn, batch_size=batch_size, generator=gen, augment=t.augment, shard=shard
         )
         val_loss, val_acc = evaluate(model, splits.val, loss_fn)
         sched.step()
@@ -158,7 +169,8 @@ def fit(
         if diverged:
             metrics["diverged"] = True
         report(metrics, state)
-        if diverged:  # nothing more to learn from a NaN loss: end the trial here
+        if diverged or metrics.get("diverged"):  # nothing more to learn from a NaN loss: end the trial here
+            # (report may set it: data-parallel workers agree on the loss over every worker)
             return
 
 

@@ -72,9 +72,16 @@ def _scheduler(spec: Spec, param_space: dict[str, Any]):
     return S.FIFOScheduler()
 
 
-def trainable_for(spec: Spec):
+def trainable_for(spec: Spec, *, storage: str | None = None):
     from ray import tune
 
+    if spec.resources.workers > 1:  # data-parallel: a light Tune trial driving a Ray Train run
+        from trainables.distributed import DRIVER_CPU, train_storage
+        from trainables.trainable import data_parallel
+
+        fn = tune.with_parameters(data_parallel, dataset=spec.dataset, epochs=spec.epochs, resources=spec.resources,
+                                  max_failures=spec.max_failures, train_storage=train_storage(experiment_dir(spec, storage)))
+        return tune.with_resources(fn, {"cpu": DRIVER_CPU})
     if spec.trainable == "classifier":
         from trainables.trainable import classifier
 
@@ -93,14 +100,17 @@ def build_tuner(spec: Spec, *, storage: str | None = None, resume: bool = False,
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     if spec.resources.workers > 1:
-        raise SpecError("resources.workers > 1 (data-parallel trials) is not available yet", path="resources.workers", file=spec.source)
+        from trainables.distributed import check_spec, with_trial_limit
+
+        check_spec(spec)
+        spec = with_trial_limit(spec)
     # Ray's default loggers include TensorBoard files nobody here reads: keep JSON (for
     # ExperimentAnalysis) and CSV only.
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our Progress lines replace Ray's tables
     callbacks = [JsonLoggerCallback(), CSVLoggerCallback(), *(callbacks or [])]
     path = experiment_dir(spec, storage)
-    trainable = trainable_for(spec)
+    trainable = trainable_for(spec, storage=storage)
     if resume:
         if not tune.Tuner.can_restore(path):
             raise SpecError(f"nothing to resume at {path}: run without --resume to start the sweep", file=spec.source)
@@ -115,7 +125,7 @@ def build_tuner(spec: Spec, *, storage: str | None = None, resume: bool = False,
             search_alg=search_alg,
             scheduler=_scheduler(spec, param_space),
             num_samples=spec.num_samples,
-            reuse_actors=True,
+            reuse_actors=spec.resources.workers == 1,  # a data-parallel trial's process owns its Train run
             trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
         ),
         run_config=tune.RunConfig(
@@ -196,6 +206,78 @@ def connect(address: str | None) -> None:
         raise SpecError(f"cannot join the Ray cluster at {address}: {e}", path="--address") from None
 
 
+# Filesystems every node of a cluster can mount at the same path (from /proc/mounts).
+SHARED_FILESYSTEMS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "lustre", "gpfs", "beegfs", "ceph", "cephfs",
+                                "glusterfs", "fuse.glusterfs", "fuse.cephfs", "fuse.gcsfuse", "fuse.s3fs", "fuse.juicefs",
+                                "fuse.mountpoint-s3", "efs", "virtiofs"})
+
+
+def on_cluster() -> int:
+    """The alive nodes of the Ray cluster this process is connected to; with TRAINABLES_CLUSTER=1
+    (the cluster files set it) at least 2: an autoscaling cluster may have only its head yet."""
+    import ray
+
+    nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+    return max(nodes, 2) if os.environ.get("TRAINABLES_CLUSTER") == "1" else nodes
+
+
+def _filesystem_type(path: str) -> str | None:
+    """The type of the filesystem holding path (its nearest existing ancestor), from /proc/mounts."""
+    p = Path(path).resolve()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    best, kind = "", None
+    try:
+        lines = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        mount = parts[1].replace("\\040", " ")
+        if (str(p) == mount or str(p).startswith(mount.rstrip("/") + "/")) and len(mount) > len(best):
+            best, kind = mount, parts[2]
+    return kind
+
+
+def storage_is_shared(storage: str | None) -> bool:
+    """Whether every node sees the sweep's storage: a URI (s3://, gs://, ... but not file://), a
+    path on a network filesystem (SHARED_FILESYSTEMS), or a path given explicitly (--storage or
+    TRAINABLES_STORAGE) and declared shared with TRAINABLES_SHARED_STORAGE=1."""
+    root = storage_root(storage)
+    if "://" in root:
+        return not root.startswith("file://")
+    explicit = bool(storage or os.environ.get("TRAINABLES_STORAGE"))
+    if explicit and os.environ.get("TRAINABLES_SHARED_STORAGE") == "1":
+        return True
+    return _filesystem_type(root) in SHARED_FILESYSTEMS
+
+
+def check_cluster(spec: Spec, storage: str | None) -> None:
+    """On more than one node (see on_cluster), before any trial starts: trial storage must be
+    shared by every node, and MLflow (when tracking) a server, not a file on this machine."""
+    nodes = on_cluster()
+    if nodes < 2:
+        return
+    where = f"a Ray cluster of {nodes} nodes" if os.environ.get("TRAINABLES_CLUSTER") != "1" else "a Ray cluster (TRAINABLES_CLUSTER=1)"
+    if not storage_is_shared(storage):
+        raise SpecError(
+            f"on {where}, trials run on several machines and each must read and write the sweep's storage, "
+            f"but {storage_root(storage)} is local to this machine. Pass --storage s3://BUCKET/PATH, gs://BUCKET/PATH "
+            f"or a path on a shared filesystem (NFS, ...) mounted on every node; a path every node mounts that is not "
+            f"recognised as one can be declared with TRAINABLES_SHARED_STORAGE=1 and an explicit --storage PATH",
+            file=spec.source, path="--storage")
+    if spec.tracking.enabled:
+        uri = spec.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+        scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
+        if scheme in ("", "file", "sqlite"):
+            raise SpecError(
+                f"on {where}, MLflow needs a tracking server that outlives this machine, but {uri} is a local file. "
+                f"Set tracking.uri: http://HOST:5000 (or MLFLOW_TRACKING_URI), or tracking.enabled: false",
+                file=spec.source, path="tracking.uri")
+
+
 def save_spec(spec: Spec, path: str) -> None:
     import yaml
 
@@ -214,6 +296,7 @@ def run_sweep(spec: Spec, *, storage: str | None = None, resume: bool = False, s
 
     path = experiment_dir(spec, storage)
     progress = Progress(spec, stream)
+    check_cluster(spec, storage)
     tuner = build_tuner(spec, storage=storage, resume=resume, callbacks=[progress.callback])
     if not resume:
         save_spec(spec, path)

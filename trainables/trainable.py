@@ -22,16 +22,42 @@ def classifier(config: dict[str, Any], *, dataset: DatasetConfig, epochs: int, t
     """A Ray Tune function trainable: one report (with a checkpoint) per epoch; resumes from one."""
     from ray import tune
 
+    from trainables.distributed import assigned_gpu
+
     torch.set_num_threads(max(1, threads))
-    start = None
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:  # resumed after a failure, or cloned by PBT
-        with checkpoint.as_directory() as d:
-            start = torch.load(os.path.join(d, STATE_FILE), map_location="cpu", weights_only=True)
+    start = _start_state(tune.get_checkpoint())
+    gpu = assigned_gpu()  # the engine trains on it: Ray set CUDA_VISIBLE_DEVICES to it
 
     def report(metrics: dict[str, Any], state) -> None:
+        if gpu is not None:
+            metrics = {**metrics, "gpu_id": gpu}  # which GPU (Ray's id on the node) the trial used
         with tempfile.TemporaryDirectory() as d:
             torch.save(state(), os.path.join(d, STATE_FILE))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
     run_trial(clean_config(config), dataset=dataset, epochs=epochs, report=report, start=start)
+
+
+def _start_state(checkpoint) -> dict[str, Any] | None:
+    """The state a trial resumes from: after a failure, on --resume, or cloned by PBT."""
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as d:
+        return torch.load(os.path.join(d, STATE_FILE), map_location="cpu", weights_only=True)
+
+
+def data_parallel(config: dict[str, Any], *, dataset: DatasetConfig, epochs: int, resources, max_failures: int,
+                  train_storage: str) -> None:
+    """A Ray Tune function trainable for resources.workers > 1: one Ray Train run per trial
+    (trainables.distributed), its per-epoch metrics and checkpoints reported to Tune as
+    `classifier` reports its own."""
+    from ray import tune
+
+    from trainables.distributed import fit_data_parallel
+
+    def report(metrics: dict[str, Any], checkpoint) -> None:
+        tune.report(metrics, checkpoint=tune.Checkpoint(checkpoint.path, checkpoint.filesystem) if checkpoint else None)
+
+    fit_data_parallel(clean_config(config), dataset=dataset, epochs=epochs, resources=resources, max_failures=max_failures,
+                      storage_path=train_storage, name=f"trial_{tune.get_context().get_trial_id()}",
+                      start=_start_state(tune.get_checkpoint()), report=report)
