@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
 import torch
@@ -205,3 +206,29 @@ def run_trial(config: dict[str, Any], *, dataset: DatasetConfig, epochs: int, re
     """What one trial does: build the model and data from `config`, then fit."""
     model, splits, training = build(config, dataset)
     fit(model, splits, training, epochs=epochs, report=report, start=start)
+
+
+@dataclass
+class Retrained:
+    """A configuration trained again from scratch, then scored once on the held-out test split."""
+
+    model: nn.Module
+    test_loss: float
+    test_acc: float
+    history: list[dict[str, Any]]  # one row per epoch, as fit reports them
+    example: torch.Tensor  # one test input on the CPU (for a logged model's signature)
+    classes: list[str]
+
+
+def retrain(config: dict[str, Any], *, dataset: DatasetConfig, epochs: int, device: torch.device | None = None) -> Retrained:
+    """Train `config` for `epochs` on the training split (watching validation), then score the test split.
+
+    The loss is the one the trials report as val_loss (label smoothing included, if set).
+    """
+    model, splits, training = build(config, dataset, device)
+    history: list[dict[str, Any]] = []
+    fit(model, splits, training, epochs=epochs, report=lambda metrics, state: history.append(dict(metrics)))
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=training.label_smoothing)
+    test_loss, test_acc = evaluate(model, splits.test, loss_fn) if len(splits.test) else (float("nan"), float("nan"))
+    x, _ = next(iter((splits.test if len(splits.test) else splits.val).batches(1, shuffle=False, generator=None, augment=False)))
+    return Retrained(model, test_loss, test_acc, history, x.detach().cpu(), list(splits.classes))
