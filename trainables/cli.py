@@ -127,6 +127,31 @@ def best(sweep, storage):
     click.echo(yaml.safe_dump({"parameters": b.config}, sort_keys=False, default_flow_style=None).rstrip())
 
 
+@cli.command()
+@click.argument("sweep", metavar="NAME|PATH")
+@storage_opt
+@click.option("--out", default="reports", show_default=True, metavar="DIR",
+              help="Where reports go, relative to the current directory: the report is DIR/<name>/.")
+def report(sweep, storage, out):
+    """Write DIR/<name>/ (report.md, report.html, figures/*.png) from a finished or interrupted
+    sweep, and attach it to the sweep's MLflow parent run."""
+    from trainables.reporting import write_report
+    from trainables.results import load_sweep
+    from trainables.tracking import attach_report
+
+    try:
+        s = load_sweep(sweep, storage)
+        try:
+            folder = write_report(s, out)
+        except OSError as e:
+            raise SpecError(f"cannot write the report under {out}: {e}", path="--out") from None
+    except SpecError as e:
+        _fail(e)
+    figures = sorted((folder / "figures").glob("*.png"))
+    click.echo(f"report: {folder / 'report.md'}, {folder / 'report.html'} and {len(figures)} figures in {folder / 'figures'}")
+    click.echo(attach_report(s.path, folder))
+
+
 def main() -> None:
     cli(prog_name="tune")
 

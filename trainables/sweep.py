@@ -291,18 +291,49 @@ def save_spec(spec: Spec, path: str) -> None:
 
 
 def run_sweep(spec: Spec, *, storage: str | None = None, resume: bool = False, stream=sys.stdout) -> int:
-    """Run (or resume) the sweep; print a summary. Returns the exit code: 0, or 1 if every trial failed."""
+    """Run (or resume) the sweep; print a summary; then final.retrain_best and final.report.
+
+    With tracking.enabled the sweep is logged to MLflow from this process (trainables.tracking):
+    the store must answer before any trial starts (else SpecError: exit 2), and a fault later
+    never stops the sweep. Returns the exit code: 0, or 1 if every trial failed."""
+    from trainables.reporting import final_steps
     from trainables.results import load_sweep, print_summary
+    from trainables.tracking import Tracker, attach
 
     path = experiment_dir(spec, storage)
     progress = Progress(spec, stream)
     check_cluster(spec, storage)
-    tuner = build_tuner(spec, storage=storage, resume=resume, callbacks=[progress.callback])
-    if not resume:
-        save_spec(spec, path)
-    t0 = time.time()
-    grid = tuner.fit()
-    wall = time.time() - t0
-    sweep = load_sweep(path)
-    print_summary(sweep, wall_seconds=wall, stream=stream)
+    tracker = Tracker(spec, path, resume=resume, stream=stream) if spec.tracking.enabled else None
+    try:
+        if tracker is not None:
+            tracker.check()
+        tuner = build_tuner(spec, storage=storage, resume=resume,
+                            callbacks=[progress.callback] + ([tracker.callback] if tracker is not None else []))
+        if tracker is not None:
+            tracker.start()
+            attach(tuner, tracker.callback)
+        if not resume:
+            save_spec(spec, path)
+        if tracker is not None:
+            tracker.log_spec()
+            print(tracker.where(), file=stream)
+        t0 = time.time()
+        try:
+            grid = tuner.fit()
+        except BaseException:
+            if tracker is not None:
+                tracker.finish(None, wall_seconds=time.time() - t0, status="KILLED", wait=10)
+            raise
+        wall = time.time() - t0
+        sweep = load_sweep(path)
+        print_summary(sweep, wall_seconds=wall, stream=stream)
+        finished = grid.num_terminated + grid.num_errors == len(grid)
+        if tracker is not None:
+            tracker.sync(sweep, close=finished)
+        final_steps(sweep, finished=finished, stream=stream, tracker=tracker)
+        if tracker is not None:
+            tracker.finish(sweep, wall_seconds=wall, status="FINISHED" if finished else "KILLED")
+    finally:
+        if tracker is not None:
+            tracker.close()
     return 1 if grid.num_errors == len(grid) and len(grid) else 0
