@@ -1,0 +1,159 @@
+"""reports/<name>/ (design §8): from sweeps made here (fast) and from a real sweep through `tune report`."""
+from __future__ import annotations
+
+import math
+import random
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from tests.helpers import run_cli, write
+from trainables.engine import Retrained
+from trainables.reporting import importances, load_retrained, save_retrained, write_report, yaml_value
+from trainables.results import Sweep, TrialRecord
+from trainables.spec import parse_spec
+
+SYNTH = """\
+name: synth
+dataset: {name: digits}
+epochs: 4
+parameters:
+  model: {grid: [cnn, mnist_mode]}
+  lr: {loguniform: [1.0e-4, 1.0e-2]}
+  batch_size: {choice: [32, 64]}
+  optimizer: {choice: [adam, sgd]}
+  momentum: {uniform: [0.5, 0.9], when: {optimizer: sgd}}
+search: {algorithm: random, num_samples: 5}
+scheduler: {name: asha, grace_period: 1}
+"""
+
+
+def synthetic_sweep(path, n: int = 12, seed: int = 0) -> Sweep:
+    """A sweep as results.load_sweep returns it: val_acc rises with lr (so lr matters), one trial errored."""
+    rng = random.Random(seed)
+    spec = parse_spec(SYNTH, file="synth.yaml")
+    trials = []
+    for i in range(n):
+        config = {"model": ["cnn", "mnist_mode"][i % 2], "lr": 10 ** rng.uniform(-4, -2),
+                  "batch_size": rng.choice([32, 64]), "optimizer": rng.choice(["adam", "sgd"])}
+        if config["optimizer"] == "sgd":
+            config["momentum"] = rng.uniform(0.5, 0.9)
+        if i == n - 1:
+            trials.append(TrialRecord(f"t{i:02d}", "errored", config, {}, None, error="boom"))
+            continue
+        epochs = 4 if i % 3 else 2
+        quality = (math.log10(config["lr"]) + 4) / 2  # 0 .. 1
+        rows = [{"epoch": e, "training_iteration": e, "val_acc": 0.3 + 0.5 * quality * e / 4 + 0.01 * rng.random(),
+                 "val_loss": 2 - quality * e / 4, "train_loss": 2.1 - quality * e / 4, "train_acc": 0.3 + 0.6 * quality * e / 4,
+                 "time_total_s": 1.5 * e, "config/lr": config["lr"]} for e in range(1, epochs + 1)]
+        history = pd.DataFrame(rows)
+        status = "completed" if epochs == 4 else "stopped early"
+        trials.append(TrialRecord(f"t{i:02d}", status, config, dict(rows[-1]), history))
+    return Sweep(spec=spec, path=str(path), trials=trials)
+
+
+def test_report_has_every_section_and_figure(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sweep = synthetic_sweep(tmp_path / "results" / "synth")
+    folder = write_report(sweep)  # relative to the current directory: ./reports/synth
+    assert folder == tmp_path / "reports" / "synth" or folder.resolve() == tmp_path / "reports" / "synth"
+    figures = {p.name for p in (tmp_path / "reports/synth/figures").glob("*.png")}
+    assert figures == {"param_model.png", "param_lr.png", "param_batch_size.png", "param_optimizer.png",
+                       "param_momentum.png", "parallel_coordinates.png", "importance.png", "learning_curves.png",
+                       "wall_time.png", "models.png"}
+    md = (tmp_path / "reports/synth/report.md").read_text()
+    for heading in ("Best hyperparameters", "Leaderboard", "val_acc vs each searched parameter", "Parallel coordinates",
+                    "Parameter importance", "Learning curves and wall time", "Architecture comparison"):
+        assert f"## {heading}" in md
+    for name in figures:  # every figure is shown, in both documents
+        assert f"(figures/{name})" in md
+    html = (tmp_path / "reports/synth/report.html").read_text()
+    assert html.count("<img ") == len(figures) and html.count("<table>") >= 5
+    assert "mnist_mode" in md.split("## Architecture comparison", 1)[1] and "| cnn |" in md
+    assert "| t11 |" in md and "errored" in md  # the errored trial is on the leaderboard, unranked
+
+
+def test_best_table_is_tune_best(tmp_path):
+    sweep = synthetic_sweep(tmp_path)
+    folder = write_report(sweep, tmp_path / "out")
+    md = (folder / "report.md").read_text()
+    section = md.split("## Best hyperparameters\n", 1)[1].split("\n## ", 1)[0]
+    rows = [ln for ln in section.splitlines() if ln.startswith("| ")][1:]
+    table = {r.strip("|").split(" | ")[0].strip(): r.strip("|").split(" | ")[1].strip() for r in rows}
+    best = sweep.best()
+    assert {k: yaml.safe_load(v) for k, v in table.items()} == best.config
+    assert yaml_value([3, 5, 7]) == "[3, 5, 7]" and yaml.safe_load(yaml_value(1e-4)) == 1e-4
+
+
+def test_fanova_importance_over_finished_trials(tmp_path):
+    sweep = synthetic_sweep(tmp_path, n=16)
+    imp, note = importances(sweep)
+    assert set(imp) == {"model", "lr", "batch_size", "optimizer"}  # momentum exists only with sgd
+    assert max(imp, key=imp.get) == "lr" and sum(imp.values()) == pytest.approx(1.0)
+    assert "15 finished trials" in note and "momentum" in note
+    one = Sweep(spec=sweep.spec, path=str(tmp_path), trials=sweep.trials[:1])
+    assert importances(one)[0] is None and "at least 2" in importances(one)[1]
+
+
+def test_retrained_model_in_the_report(tmp_path):
+    sweep_dir = tmp_path / "results" / "synth"
+    sweep_dir.mkdir(parents=True)
+    sweep = synthetic_sweep(sweep_dir)
+    best = sweep.best()
+    history = [{"epoch": e, "train_acc": 0.5 + e / 10, "val_acc": 0.4 + e / 10, "train_loss": 1.0 / e} for e in (1, 2, 3, 4)]
+    r = Retrained(torch.nn.Linear(4, 2), test_loss=0.4321, test_acc=0.8765, history=history, example=torch.zeros(1, 4),
+                  classes=["a", "b"])
+    save_retrained(str(sweep_dir), trial_id=best.trial_id, config=best.config, epochs=4, retrained=r)
+    assert load_retrained(str(sweep_dir))["test_acc"] == 0.8765 and (sweep_dir / "best_model.pt").is_file()
+    folder = write_report(sweep, tmp_path / "reports")
+    md = (folder / "report.md").read_text()
+    section = md.split("## Retrained best model", 1)[1].split("\n## ", 1)[0]
+    assert "| test_acc | 0.8765 |" in section and "| test_loss | 0.4321 |" in section and best.trial_id in section
+    assert (folder / "figures/retrain.png").is_file()
+
+
+def test_a_rewritten_report_keeps_no_stale_figure(tmp_path):
+    sweep = synthetic_sweep(tmp_path)
+    folder = write_report(sweep, tmp_path / "reports")
+    (folder / "figures/param_gone.png").write_bytes(b"old")
+    write_report(sweep, tmp_path / "reports")
+    assert not (folder / "figures/param_gone.png").exists()
+
+
+def test_report_of_an_unknown_sweep_exits_2(tmp_path):
+    proc = run_cli("report", "nothing-here", cwd=tmp_path)
+    assert proc.returncode == 2 and "no sweep named 'nothing-here'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_tune_report_of_a_real_sweep_matches_tune_best(ray_address, tmp_path):
+    spec = write(tmp_path / "real.yaml", """\
+name: real
+dataset: {name: digits, limit: 300}
+epochs: 2
+parameters:
+  model: cnn
+  filters: [8, 8, 8, 8, 8]
+  dense_units: 16
+  lr: {loguniform: [1.0e-3, 1.0e-2]}
+  activation: {choice: [relu, gelu]}
+  batch_norm: {choice: [true, false]}
+search: {algorithm: optuna, num_samples: 3, max_concurrent: 2, seed: 0}
+scheduler: {name: fifo}
+final: {report: false}
+""")
+    run_cli("run", spec, cwd=tmp_path, check=0)  # tracking: the default sqlite:///mlflow.db here
+    assert not (tmp_path / "reports/real").exists()  # final.report: false
+    proc = run_cli("report", "real", cwd=tmp_path, check=0)
+    assert "attached to parent run" in proc.stdout and (tmp_path / "mlflow.db").is_file()
+    folder = tmp_path / "reports/real"
+    md = (folder / "report.md").read_text()
+    section = md.split("## Best hyperparameters\n", 1)[1].split("\n## ", 1)[0]
+    rows = [ln for ln in section.splitlines() if ln.startswith("| ")][1:]
+    table = {r.strip("|").split(" | ")[0].strip(): yaml.safe_load(r.strip("|").split(" | ")[1]) for r in rows}
+    best = yaml.safe_load(run_cli("best", "real", cwd=tmp_path, check=0).stdout)["parameters"]
+    assert table == best
+    assert len(list((folder / "figures").glob("*.png"))) >= 6
+    assert "figures/parallel_coordinates.png" in (folder / "report.html").read_text()

@@ -1,0 +1,298 @@
+"""MLflow review of a sweep, read back through MlflowClient from a real `mlflow server`
+(sqlite backend, artifacts in a tmp folder) as `mlflow ui` would show it."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.helpers import free_port, run_cli, write
+from trainables.errors import SpecError
+from trainables.tracking import (
+    PERMANENT,
+    RAY_KEYS,
+    _Sender,
+    check_reachable,
+    metrics_of,
+    param_value,
+    resolve_uri,
+    step_of,
+)
+
+EPOCH_METRICS = {"train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_seconds", "samples_per_second",
+                 "trainable_params", "total_params"}
+
+SPEC = """\
+name: {name}
+dataset: {{name: digits, limit: {limit}}}
+epochs: {epochs}
+parameters:
+  model: cnn
+  filters: [8, 8, 8, 8, 8]
+  dense_units: 16
+  lr: {{loguniform: [1.0e-3, 1.0e-2]}}
+  activation: {{choice: [relu, gelu]}}
+search: {{algorithm: optuna, num_samples: {samples}, max_concurrent: 2, seed: 0}}
+scheduler: {{name: asha, grace_period: 1, reduction_factor: 2}}
+tracking: {{uri: "{uri}", register: true}}
+final: {{retrain_best: {retrain}}}
+"""
+
+
+def spec_file(tmp_path: Path, name: str, uri: str, *, samples=4, epochs=3, limit=300, retrain="true") -> Path:
+    return write(tmp_path / f"{name}.yaml", SPEC.format(name=name, uri=uri, samples=samples, epochs=epochs,
+                                                          limit=limit, retrain=retrain))
+
+
+# ---- a real MLflow tracking server ------------------------------------------------------
+
+class MlflowServer:
+    """`mlflow server` with a sqlite backend and proxied artifacts in `root`; stop() and start()
+    again keep its data (a restarted server)."""
+
+    def __init__(self, root: Path):
+        self.root, self.port = root, free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 120) -> None:
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no job runner: starts in seconds
+        env.pop("MLFLOW_TRACKING_URI", None)
+        log = open(self.root / "server.log", "a")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
+             "--artifacts-destination", str(self.root / "artifacts"), "--host", "127.0.0.1", "--port", str(self.port),
+             "--workers", "1"],
+            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            assert self.proc.poll() is None, (self.root / "server.log").read_text()[-3000:]
+            try:
+                if requests.get(self.uri + "/health", timeout=1).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"mlflow server did not start; see {self.root / 'server.log'}")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)  # the server and its uvicorn worker
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow"))
+    server.start()
+    yield server
+    server.stop()
+
+
+def client_for(uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def runs_of(client, experiment: str):
+    """(parents, children) of an experiment, as `mlflow ui` lists them."""
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"no experiment {experiment!r}"
+    runs = list(client.search_runs([exp.experiment_id], max_results=1000))
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return parents, children
+
+
+def steps(client, run_id: str, key: str = "val_acc") -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run_id, key))
+
+
+# ---- units ------------------------------------------------------------------------------
+
+def test_uri_resolution(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert resolve_uri(None) == f"sqlite:///{tmp_path}/mlflow.db"  # MLflow's default, made absolute
+    assert resolve_uri("sqlite:///sub/runs.db") == f"sqlite:///{tmp_path}/sub/runs.db"
+    assert resolve_uri("sqlite:////abs/x.db") == "sqlite:////abs/x.db"
+    assert resolve_uri("mlruns") == str(tmp_path / "mlruns")
+    assert resolve_uri("http://host:5000") == "http://host:5000"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://env:5000")
+    assert resolve_uri(None) == "http://env:5000"
+    assert resolve_uri("http://spec:5000") == "http://spec:5000"  # tracking.uri wins
+
+
+def test_reachability(tmp_path):
+    dead = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(SpecError) as e:
+        check_reachable(dead, timeout=2)
+    assert dead in str(e.value) and "does not answer" in str(e.value) and e.value.path == "tracking.uri"
+    check_reachable(f"sqlite:///{tmp_path}/mlflow.db")
+    with pytest.raises(SpecError, match="not a writable folder"):
+        check_reachable(f"sqlite:///{tmp_path}/missing/mlflow.db")
+
+
+def test_metrics_drop_ray_internals():
+    result = {"epoch": 3, "training_iteration": 3, "val_acc": 0.5, "train_loss": 1.0, "trainable_params": 10,
+              "time_total_s": 2.0, "timestamp": 5, "pid": 7, "hostname": "h", "node_ip": "1.2.3.4", "done": False,
+              "config": {"lr": 0.1}, "config/lr": 0.1, "trial_id": "x", "gpu_id": 0, "diverged": True}
+    assert metrics_of(result) == {"val_acc": 0.5, "train_loss": 1.0, "trainable_params": 10.0}
+    assert step_of(result) == 3 and step_of({"training_iteration": 2}) == 2 and step_of({}) is None
+    assert param_value([3, 5]) == "[3, 5]" and param_value(True) == "True" and param_value(0.1) == "0.1"
+
+
+def test_sender_keeps_what_failed_until_it_arrives():
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    said, done, calls = [], [], {"n": 0}
+
+    def flaky():
+        calls["n"] += 1
+        if calls["n"] < 3:
+            raise MlflowException("API request failed with exception Connection refused")  # transient
+        done.append("flaky")
+
+    def refused():
+        raise MlflowException("bad param", error_code=INVALID_PARAMETER_VALUE)
+
+    assert "INVALID_PARAMETER_VALUE" in PERMANENT
+    sender = _Sender(said.append, "http://x", lambda: False)
+    sender.submit("a batch", flaky)
+    sender.submit("a refused op", refused)
+    sender.submit("the next op", lambda: done.append("next"))
+    assert sender.drain(20)
+    assert done == ["flaky", "next"] and calls["n"] == 3 and sender.dropped == 1
+    assert any("did not take a batch" in s for s in said) and any("answers again" in s for s in said)
+
+
+# ---- real sweeps against the server -----------------------------------------------------
+
+@pytest.mark.slow
+def test_unreachable_server_exits_2_before_any_trial(ray_address, tmp_path):
+    dead = f"http://127.0.0.1:{free_port()}"
+    spec = spec_file(tmp_path, "unreachable", dead)
+    proc = run_cli("run", spec, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert dead in proc.stderr and "does not answer" in proc.stderr and "Traceback" not in proc.stderr
+    assert not list((tmp_path / "results" / "unreachable").glob("trial_*"))
+
+
+@pytest.mark.slow
+def test_sweep_review_in_mlflow_report_and_resume(ray_address, mlflow_server, tmp_path):
+    from trainables.results import load_sweep
+    from trainables.spec import load_spec
+
+    name = "review"
+    spec = spec_file(tmp_path, name, mlflow_server.uri)
+    out = run_cli("run", spec, cwd=tmp_path, check=0).stdout
+    assert mlflow_server.uri in out and "report: reports/review/report.md" in out
+    sweep = load_sweep(str(tmp_path / "results" / name))
+    client = client_for(mlflow_server.uri)
+    parents, children = runs_of(client, name)
+
+    # One parent: its tags, the YAML, the summary, the retrained model's test metrics.
+    assert len(parents) == 1
+    parent = parents[0]
+    tags = parent.data.tags
+    assert tags["spec_hash"] == load_spec(spec).text_hash and tags["search_algorithm"] == "optuna"
+    assert tags["scheduler"] == "asha" and tags["git_commit"] and tags["package_version"]
+    assert tags["sweep_path"] == str(tmp_path / "results" / name)
+    assert parent.info.status == "FINISHED"
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "spec")} >= {f"spec/{name}.yaml"}
+    m = parent.data.metrics
+    counts = sweep.counts()
+    assert m["best_val_acc"] == pytest.approx(sweep.best().value("val_acc"))
+    assert (m["trials_completed"], m["trials_stopped_early"], m["trials_errored"]) == (
+        counts["completed"], counts["stopped early"], counts["errored"])
+    assert m["wall_seconds"] > 0 and 0 <= m["test_acc"] <= 1 and m["test_loss"] > 0
+
+    # One nested child per trial: clean params, one val_acc per epoch it ran, status, node and GPU.
+    assert len(children) == len(sweep.trials) == 4
+    by_trial = {c.data.tags["trial_id"]: c for c in children}
+    assert set(by_trial) == {t.trial_id for t in sweep.trials}
+    for t in sweep.trials:
+        c = by_trial[t.trial_id]
+        assert c.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert c.data.params == {k: param_value(v) for k, v in t.config.items()}
+        assert not any(k in RAY_KEYS or k.startswith("config") for k in c.data.params)
+        assert set(c.data.metrics) == EPOCH_METRICS
+        assert steps(client, c.info.run_id) == list(range(1, t.epochs + 1))
+        assert steps(client, c.info.run_id, "samples_per_second") == list(range(1, t.epochs + 1))
+        assert c.data.tags["status"] == t.status and c.data.tags["node"] and c.data.tags["gpu"] == "none"
+        assert c.info.status == ("FAILED" if t.status == "errored" else "FINISHED")
+
+    # The retrained best model, registered under the experiment's name.
+    versions = client.search_model_versions(f"name='{name}'")
+    assert len(versions) == 1 and versions[0].run_id == parent.info.run_id
+    assert parent.data.tags["model_uri"] == versions[0].source
+
+    # The report, written at the end of `tune run` and attached to the parent.
+    report = tmp_path / "reports" / name
+    assert (report / "report.md").is_file() and (report / "report.html").is_file()
+    assert len(list((report / "figures").glob("*.png"))) >= 6
+    attached = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/report.md", "report/report.html", "report/figures"} <= attached
+
+    # `tune report` writes it again (here: elsewhere) and attaches it.
+    proc = run_cli("report", name, "--out", "elsewhere", cwd=tmp_path, check=0)
+    assert "attached to parent run" in proc.stdout
+    assert (tmp_path / "elsewhere" / name / "report.md").is_file()
+
+    # --resume continues the same parent and duplicates nothing (the model is not logged again).
+    before = {c.data.tags["trial_id"]: steps(client, c.info.run_id) for c in children}
+    run_cli("run", spec, "--resume", cwd=tmp_path, check=0)
+    parents2, children2 = runs_of(client, name)
+    assert [p.info.run_id for p in parents2] == [parent.info.run_id]
+    assert {c.data.tags["trial_id"]: steps(client, c.info.run_id) for c in children2} == before
+    assert len(client.search_model_versions(f"name='{name}'")) == 1
+
+
+@pytest.mark.slow
+def test_a_server_restarted_mid_sweep_loses_no_metric(ray_address, mlflow_server, tmp_path):
+    from trainables.results import load_sweep
+
+    server, name = mlflow_server, "restart"
+    spec = spec_file(tmp_path, name, server.uri, samples=4, epochs=4, limit=600, retrain="false")
+    driver = subprocess.Popen([sys.executable, "-m", "trainables", "run", str(spec)], cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    client = client_for(server.uri)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and driver.poll() is None:  # the first epochs have arrived ...
+            exp = client.get_experiment_by_name(name)
+            if exp and any(r.data.metrics for r in client.search_runs([exp.experiment_id])):
+                break
+            time.sleep(0.5)
+        assert driver.poll() is None, driver.stdout.read()
+        server.stop()  # ... then the server goes away while trials train,
+        time.sleep(3)
+    finally:
+        server.start()  # and comes back (same database, same port).
+    output, _ = driver.communicate(timeout=400)
+    assert driver.returncode == 0, output
+    assert "did not take" in output and "answers again" in output, output
+    sweep = load_sweep(str(tmp_path / "results" / name))
+    parents, children = runs_of(client, name)
+    assert len(parents) == 1 and len(children) == len(sweep.trials) == 4
+    by_trial = {c.data.tags["trial_id"]: c for c in children}
+    for t in sweep.trials:
+        c = by_trial[t.trial_id]
+        for key in EPOCH_METRICS:
+            assert steps(client, c.info.run_id, key) == list(range(1, t.epochs + 1)), (t.trial_id, key)
+        assert c.data.tags["status"] == t.status
+    assert parents[0].data.metrics["trials_total"] == 4 and parents[0].info.status == "FINISHED"
