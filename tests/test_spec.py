@@ -69,7 +69,6 @@ BAD = [
     ("when on a missing parameter", ["parameters.momentum={uniform: [0.1, 0.9], when: {optim: sgd}}"], "parameters.momentum.when", "not a parameter"),
     ("grid with optuna", ["parameters.dropout={grid: [0.1, 0.2]}"], "parameters.dropout.grid", "optuna"),
     ("grid algorithm over a continuous range", ["search.algorithm=grid"], "parameters.lr", "enumerates"),
-    ("grace period past the epochs", ["scheduler.grace_period=5"], "scheduler.grace_period", "epochs"),
     ("pbt with optuna", ["scheduler.name=pbt"], "scheduler.name", "random"),
     ("negative gpu", ["resources.gpu=-1"], "resources.gpu", "greater than or equal to 0"),
     ("unknown metric", ["metric=accuracy"], "metric", "val_acc"),

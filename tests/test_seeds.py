@@ -1,0 +1,91 @@
+"""Every seed experiment runs for real: one epoch, two trials, on substitute data given with -o."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from ray.tune import ExperimentAnalysis
+
+from tests.helpers import ROOT, run_cli
+
+pytestmark = pytest.mark.slow
+
+COMMON = ["epochs=1", "resources.cpu=1", "resources.gpu=0", "tracking.enabled=false", "final.retrain_best=false",
+          "final.report=false", "search.max_concurrent=2"]
+DIGITS = ["dataset.name=digits", "dataset.root=null", "dataset.limit=200"]
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory) -> Path:
+    """train/ and val/ with 3 classes of small coloured images (a stand-in for iNaturalist-12K)."""
+    from PIL import Image
+    import numpy as np
+
+    root = tmp_path_factory.mktemp("inat")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 15), ("val", 4)):
+        for c, colour in enumerate(((200, 40, 40), (40, 200, 40), (40, 40, 200))):
+            d = root / split / f"class_{c}"
+            d.mkdir(parents=True)
+            for i in range(n):
+                img = np.clip(rng.normal(colour, 40, (48, 40, 3)), 0, 255).astype("uint8")
+                Image.fromarray(img).save(d / f"{i}.jpg")
+    return root
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> dict[str, Path]:
+    """state_dicts saved from torchvision backbones: `weights: PATH` instead of the ImageNet download."""
+    import torch
+    import torchvision
+
+    out = {}
+    for name in ("resnet18", "resnet50"):
+        path = tmp_path_factory.mktemp("weights") / f"{name}.pth"
+        torch.save(torchvision.models.get_model(name).state_dict(), path)
+        out[name] = path
+    return out
+
+
+def cases(folder: Path, w: dict[str, Path]) -> dict[str, list[str]]:
+    inat = [f"dataset.root={folder}", "dataset.image_size=64"]
+    return {
+        # the seed's widths are for GPUs: narrower here, same architectures
+        "seed000_cnn_pair.yaml": DIGITS + ["search.num_samples=1", "parameters.width=8", "parameters.dense_units=64"],
+        "seed000_mlp_pair.yaml": DIGITS + ["search.num_samples=1", "parameters.hidden_scale=0.05"],
+        "seed000_resnet_pair.yaml": DIGITS + ["search.num_samples=1", "parameters.width=8"],
+        "seed001_inat_cnn.yaml": inat + ["search.num_samples=2"],
+        "seed001_resnet50_finetune.yaml": inat + [
+            f"parameters.weights={w['resnet50']}", "parameters.freeze={choice: [all_but_head, first_fraction]}",
+            "parameters.freeze_fraction={choice: [0.8], when: {freeze: first_fraction}}"],
+        "seed002_mnist_modes.yaml": DIGITS + ["parameters.mode={grid: [1, 5]}"],
+        "seed003_resnet18_abc.yaml": inat + [
+            f"parameters.weights={{choice: [none, '{w['resnet18']}']}}",
+            f"parameters.freeze={{choice: [last_k_trainable], when: {{weights: '{w['resnet18']}'}}}}"],
+        "seed004_inat_cnn.yaml": inat + ["search.num_samples=2"],
+        "seed004_resnet50_freeze.yaml": inat + [f"parameters.weights={w['resnet50']}",
+                                                 "parameters.freeze_fraction={grid: [0.3, 0.8]}"],
+    }
+
+
+SEEDS = sorted(p.name for p in (ROOT / "search_spaces").glob("seed*.yaml"))
+
+
+def test_every_seed_has_a_case(image_folder, weights):
+    assert sorted(cases(image_folder, weights)) == SEEDS
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_seed_runs_on_substitute_data(seed, ray_address, tmp_path, image_folder, weights):
+    overrides = cases(image_folder, weights)[seed] + COMMON
+    args = [a for o in overrides for a in ("-o", o)]
+    run_cli("validate", ROOT / "search_spaces" / seed, *args, cwd=tmp_path, check=0)
+    proc = run_cli("run", ROOT / "search_spaces" / seed, *args, cwd=tmp_path, check=0)
+    exp = next((tmp_path / "results").iterdir())
+    trials = ExperimentAnalysis(str(exp)).trials
+    assert len(trials) == 2, proc.stdout
+    for t in trials:
+        assert t.status == "TERMINATED", (t.config, proc.stdout)
+        assert t.last_result["training_iteration"] == 1
+        assert 0.0 <= t.last_result["val_acc"] <= 1.0
+        assert 0 < t.last_result["trainable_params"] <= t.last_result["total_params"]
