@@ -28,6 +28,7 @@ from trainables.spec import ResourcesConfig, Spec
 from trainables.trainable import STATE_FILE
 
 DRIVER_CPU = 0.01  # the Tune trial of a data-parallel run only waits on its Train run
+STOP_TIMEOUT_S = 60.0  # how long a stopped trial waits for its Train run to shut down
 TRAIN_RUNS = "train_runs"  # <experiment>/train_runs/trial_<id>: Ray Train's own storage per trial
 
 
@@ -137,6 +138,50 @@ def _bridge_class():
     return _TuneBridge
 
 
+class _Run:
+    """A Train run driven from this process: its two queues and whether it has ended."""
+
+    def __init__(self):
+        self.results, self.acks = _pinned_queue(), _pinned_queue()
+        self.done = threading.Event()
+
+    def abort(self) -> None:
+        """End the Train run gracefully: with the queues gone, its controller fails on a
+        non-retryable error, shuts its workers down and removes their placement group."""
+        for q in (self.results, self.acks):
+            try:
+                q.shutdown(force=True)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+
+
+_RUNS: set[_Run] = set()  # the Train runs this process drives (one: a data-parallel trial's process)
+
+
+def stop_runs(timeout: float = STOP_TIMEOUT_S) -> None:
+    """Abort this process's Train runs and wait until they have shut down."""
+    for run in list(_RUNS):
+        run.abort()
+    for run in list(_RUNS):
+        run.done.wait(timeout)
+
+
+def data_parallel_trainable(fn: Callable):
+    """The Tune trainable class of a data-parallel trial function. When Tune stops the trial
+    (ASHA, PBT, or a scheduler at the last epoch), its stop() ends the Train run before the
+    trial's process goes: killed along with that process instead, the Train run would leave its
+    placement group to Ray Train's cleaner actor, which only notices through the dashboard's
+    state API (so not at all where the dashboard does not run) and the next trials would wait."""
+    from ray.tune.trainable import wrap_function
+
+    class DataParallelTrial(wrap_function(fn)):
+        def cleanup(self):
+            stop_runs()
+            super().cleanup()
+
+    return DataParallelTrial
+
+
 def fit_data_parallel(
     config: dict[str, Any],
     *,
@@ -157,7 +202,7 @@ def fit_data_parallel(
     from ray.util.queue import Empty
 
     remove_run(storage_path, name)
-    results, acks = _pinned_queue(), _pinned_queue()
+    run = _Run()
     per_worker = {"CPU": resources.cpu, **({"GPU": resources.gpu} if resources.gpu else {})}
     trainer = TorchTrainer(
         functools.partial(_train_loop, dataset=dataset, start=start, threads=max(1, int(resources.cpu))),
@@ -169,29 +214,42 @@ def fit_data_parallel(
             storage_path=storage_path,
             failure_config=ray.train.FailureConfig(max_failures=max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
-            callbacks=[_bridge_class()(results, acks)],
+            callbacks=[_bridge_class()(run.results, run.acks)],
         ),
     )
-    done, failure = threading.Event(), []
+    failure: list[BaseException] = []
 
-    def run() -> None:
+    def fit() -> None:
         try:
             trainer.fit()
         except BaseException as e:  # noqa: BLE001 - handed to the Tune thread, raised there
             failure.append(e)
         finally:
-            done.set()
+            run.done.set()
 
-    threading.Thread(target=run, name=f"train-{name}", daemon=True).start()
-    # Every report is acknowledged before the Train run can end, so once it has ended the
-    # queue is empty: nothing is lost by stopping at `done`.
-    while not done.is_set():
-        try:
-            metrics, checkpoint = results.get(timeout=0.5)
-        except Empty:
-            continue
-        report(metrics, checkpoint)
-        acks.put(True)
+    _RUNS.add(run)
+    threading.Thread(target=fit, name=f"train-{name}", daemon=True).start()
+    try:
+        # Every report is acknowledged before the Train run can end, so once it has ended the
+        # queue is empty: nothing is lost by stopping at `done`.
+        while not run.done.is_set():
+            try:
+                metrics, checkpoint = run.results.get(timeout=0.5)
+            except Empty:
+                continue
+            report(metrics, checkpoint)
+            run.acks.put(True)
+    except BaseException:  # Tune stopped the trial (SystemExit out of report), or reporting failed
+        run.abort()
+        if run.done.wait(STOP_TIMEOUT_S):
+            try:
+                remove_run(storage_path, name)  # Tune's checkpoint is where the trial goes on from
+            except OSError:
+                pass
+        raise
+    finally:
+        _RUNS.discard(run)
+    run.abort()  # (the queues: the run has ended)
     if failure:
         raise failure[0]
     remove_run(storage_path, name)  # Tune holds the checkpoints now

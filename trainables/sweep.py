@@ -76,12 +76,12 @@ def trainable_for(spec: Spec, *, storage: str | None = None):
     from ray import tune
 
     if spec.resources.workers > 1:  # data-parallel: a light Tune trial driving a Ray Train run
-        from trainables.distributed import DRIVER_CPU, train_storage
+        from trainables.distributed import DRIVER_CPU, data_parallel_trainable, train_storage
         from trainables.trainable import data_parallel
 
         fn = tune.with_parameters(data_parallel, dataset=spec.dataset, epochs=spec.epochs, resources=spec.resources,
                                   max_failures=spec.max_failures, train_storage=train_storage(experiment_dir(spec, storage)))
-        return tune.with_resources(fn, {"cpu": DRIVER_CPU})
+        return tune.with_resources(data_parallel_trainable(fn), {"cpu": DRIVER_CPU})
     if spec.trainable == "classifier":
         from trainables.trainable import classifier
 
