@@ -371,13 +371,16 @@ def test_trials_spread_over_nodes_and_survive_a_worker_node_dying(two_node_clust
           f"{failures[killed]} failure(s), all {epochs} epochs reported once")
 
 
-def _finished(exp: Path, epochs: int) -> dict[str, str]:
-    out = {}
-    for d in exp.glob("trial_*"):
-        f = d / "result.json"
-        if f.exists() and len(f.read_text().splitlines()) == epochs:
-            out[d.name] = f.read_text()
-    return out
+def _recorded_finished(exp: Path) -> set[str]:
+    """Trials the sweep's saved state (what --resume reads) records as finished."""
+    done = set()
+    for f in exp.glob("experiment_state-*.json"):
+        try:
+            trials = json.loads(f.read_text())["trial_data"]
+        except (OSError, ValueError, KeyError):  # being rewritten just now
+            continue
+        done |= {json.loads(t[0])["trial_id"] for t in trials if json.loads(t[0])["status"] == "TERMINATED"}
+    return done
 
 
 @pytest.mark.slow
@@ -388,29 +391,30 @@ def test_driver_sigkill_then_resume_on_the_cluster(two_node_cluster, tmp_path):
 
     epochs, samples = 8, 6
     spec = tiny(tmp_path, "killed", epochs=epochs, samples=samples)
-    env = cluster_env(two_node_cluster, TUNE_GLOBAL_CHECKPOINT_S="1")
+    env = cluster_env(two_node_cluster)
     exp = tmp_path / "shared/killed"
     driver = subprocess.Popen([sys.executable, "-m", "trainables", "run", str(spec), "--storage", str(tmp_path / "shared")],
                               cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               start_new_session=True)
     deadline = time.time() + 60
-    while time.time() < deadline and driver.poll() is None and len(_finished(exp, epochs)) < 1:
-        time.sleep(0.1)
-    time.sleep(1.2)  # Tune's experiment state catches up (TUNE_GLOBAL_CHECKPOINT_S=1)
+    while time.time() < deadline and driver.poll() is None and not _recorded_finished(exp):
+        time.sleep(0.05)
     assert driver.poll() is None, "the sweep ended before it could be killed: " + driver.stdout.read()
-    os.killpg(driver.pid, signal.SIGKILL)
+    os.killpg(driver.pid, signal.SIGKILL)  # once the saved state has a finished trial
     driver.wait()
-    finished = _finished(exp, epochs)
+    finished = {f"trial_{t}": (exp / f"trial_{t}" / "result.json").read_text() for t in _recorded_finished(exp)}
     assert 1 <= len(finished) < samples
 
     proc = run_tune("run", spec, "--storage", tmp_path / "shared", "--resume", env=env, cwd=tmp_path, timeout=80)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     trials = ExperimentAnalysis(str(exp)).trials
-    assert len(trials) == samples
+    assert len(trials) == samples, (proc.stdout[-3000:], sorted(p.name for p in exp.iterdir()))
     assert all(t.status == "TERMINATED" and t.last_result["training_iteration"] == epochs for t in trials), \
         [(t.trial_id, t.status, t.last_result.get("training_iteration"), t.num_failures) for t in trials]
     for name, results in finished.items():
         assert (exp / name / "result.json").read_text() == results, f"{name} was trained again"
+    print(f"SIGKILL with {len(finished)} of {samples} trials finished; --resume ended with {len(trials)} trials, "
+          f"all {epochs} epochs, the finished ones untouched")
 
 
 # ---- ray job submit through the Jobs API ----------------------------------------------------
