@@ -5,6 +5,7 @@ per epoch; the Ray trainable passes a `report` that checkpoints and calls tune.r
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from trainables.data import DatasetConfig, Split, Splits, load_splits
+from trainables.data import DatasetConfig, Split, Splits, TensorSplit, load_splits
 from trainables.models import get_model
 
 
@@ -60,10 +61,16 @@ def make_scheduler(opt: torch.optim.Optimizer, t: Training, epochs: int):
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
 
 
+def _autocast(amp: torch.dtype | None, device_type: str):
+    """bf16 autocast around forward and loss (no scaler needed for bf16), or nothing."""
+    return torch.autocast(device_type=device_type, dtype=amp) if amp is not None else contextlib.nullcontext()
+
+
 def train_one_epoch(model, split: Split, opt, loss_fn, *, batch_size: int, generator, augment: bool,
-                    shard: tuple[int, int] | None = None):
+                    shard: tuple[int, int] | None = None, amp: torch.dtype | None = None, channels_last: bool = False):
     """One pass over the training split (or, with shard=(rank, world), over this data-parallel
-    worker's part of it); returns (mean loss, accuracy, samples, seconds)."""
+    worker's part of it); returns (mean loss, accuracy, samples, seconds). `amp`: an autocast
+    dtype (bf16) for forward and loss; `channels_last`: inputs in NHWC memory layout."""
     model.train()
     t0 = time.perf_counter()
     total_loss = torch.zeros((), dtype=torch.float64)
@@ -71,8 +78,11 @@ def train_one_epoch(model, split: Split, opt, loss_fn, *, batch_size: int, gener
     n = 0
     part = {} if shard is None else {"shard": shard}
     for x, y in split.batches(batch_size, shuffle=True, generator=generator, augment=augment, **part):
-        out = model(x)
-        loss = loss_fn(out, y)
+        if channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with _autocast(amp, x.device.type):
+            out = model(x)
+            loss = loss_fn(out, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -84,12 +94,17 @@ def train_one_epoch(model, split: Split, opt, loss_fn, *, batch_size: int, gener
 
 
 @torch.no_grad()
-def evaluate(model, split: Split, loss_fn, *, batch_size: int = 512) -> tuple[float, float]:
+def evaluate(model, split: Split, loss_fn, *, batch_size: int = 512, amp: torch.dtype | None = None,
+             channels_last: bool = False) -> tuple[float, float]:
     """(mean loss, accuracy) over a split."""
     model.eval()
     total_loss, correct, n = 0.0, 0, 0
     for x, y in split.batches(batch_size, shuffle=False, generator=None, augment=False):
-        out = model(x)
+        if channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with _autocast(amp, x.device.type):
+            out = model(x)
+        out = out.float()
         total_loss += loss_fn(out, y).item() * len(y)
         correct += (out.argmax(1) == y).sum().item()
         n += len(y)
@@ -114,12 +129,19 @@ def fit(
     start: dict[str, Any] | None = None,
     wrap_model: Callable[[nn.Module], nn.Module] | None = None,
     shard: tuple[int, int] | None = None,
+    amp: torch.dtype | None = None,
+    channels_last: bool = False,
+    compile: bool = False,
 ) -> None:
     """Train for `epochs`, calling report(metrics, state_fn) after each; resumes from `start`.
 
     Data-parallel workers pass `wrap_model` (e.g. DistributedDataParallel: it trains, the plain
     model is evaluated and saved) and `shard=(rank, world)`: each worker takes its part of every
-    epoch and batch_size // world samples a step, so the global batch stays `batch_size`."""
+    epoch and batch_size // world samples a step, so the global batch stays `batch_size`.
+    Speed (see resolve_performance): `amp` autocast dtype, `channels_last` model and inputs,
+    `compile` the training module with torch.compile (the plain model is evaluated and saved)."""
+    if channels_last:
+        model.to(memory_format=torch.channels_last)  # in place: parameters keep their identity
     opt = make_optimizer(model.parameters(), t)
     sched = make_scheduler(opt, t, epochs)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
@@ -132,6 +154,8 @@ def fit(
         if start.get("training") != t.model_dump():
             _retune(opt, sched, t)  # PBT cloned another trial's state under a perturbed config
     net = wrap_model(model) if wrap_model is not None else model
+    if compile:
+        net = torch.compile(net)
     batch_size = max(1, t.batch_size // shard[1]) if shard is not None else t.batch_size
     counts = count_params(model)
     for epoch in range(first, epochs + 1):
@@ -140,9 +164,10 @@ def fit(
         gen = torch.Generator().manual_seed(t.seed * 100_003 + epoch)
         lr = opt.param_groups[0]["lr"]
         train_loss, train_acc, n, train_s = train_one_epoch(
-            net, splits.train, opt, loss_fn, batch_size=batch_size, generator=gen, augment=t.augment, shard=shard
+            net, splits.train, opt, loss_fn, batch_size=batch_size, generator=gen, augment=t.augment, shard=shard,
+            amp=amp, channels_last=channels_last,
         )
-        val_loss, val_acc = evaluate(model, splits.val, loss_fn)
+        val_loss, val_acc = evaluate(model, splits.val, loss_fn, amp=amp, channels_last=channels_last)
         sched.step()
         metrics = {
             "epoch": epoch,
@@ -189,23 +214,87 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def build(config: dict[str, Any], dataset: DatasetConfig, device: torch.device | None = None):
-    """(model, splits, training) for one trial's config: the chosen model's params plus the shared keys."""
+@dataclass(frozen=True)
+class Performance:
+    """The speed options of a trial, resolved for its device (spec section `performance:`)."""
+
+    amp: torch.dtype | None  # autocast dtype (bf16) or None for fp32
+    channels_last: bool
+    compile: bool
+    cudnn_benchmark: bool
+    data_on_device: bool
+
+
+def resolve_performance(device: torch.device | str, *, precision: str = "auto", channels_last: bool | str = "auto",
+                        compile: bool = False, cudnn_benchmark: bool = True, data_on_device: bool | str = "auto") -> Performance:
+    """`auto` means on where the trial has a CUDA device: bf16 autocast (where the GPU supports
+    bf16), channels_last, and small datasets held on the GPU. Explicit values are kept as given
+    (precision bf16 on a CPU autocasts on the CPU)."""
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"precision must be auto, fp32 or bf16, got {precision!r}")
+    if precision == "auto":
+        bf16 = cuda and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    else:
+        bf16 = precision == "bf16"
+    auto = lambda v: cuda if v == "auto" else bool(v)  # noqa: E731
+    return Performance(amp=torch.bfloat16 if bf16 else None, channels_last=auto(channels_last), compile=bool(compile),
+                       cudnn_benchmark=bool(cudnn_benchmark), data_on_device=auto(data_on_device))
+
+
+class HostSplit:
+    """A tensor split kept in host memory (pinned for a GPU), its batches copied to `device` one
+    at a time: performance.data_on_device: false."""
+
+    def __init__(self, split: TensorSplit, device: torch.device):
+        pin = device.type == "cuda" and torch.cuda.is_available()
+        self.split = TensorSplit(split.x.pin_memory(), split.y.pin_memory(), split.flip) if pin else split
+        self.device = device
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def to(self, device: torch.device) -> "HostSplit":
+        return self if torch.device(device) == self.device else HostSplit(self.split, torch.device(device))
+
+    def batches(self, batch_size, **kw):
+        for x, y in self.split.batches(batch_size, **kw):
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+
+def build(config: dict[str, Any], dataset: DatasetConfig, device: torch.device | None = None, *, data_on_device: bool = True):
+    """(model, splits, training) for one trial's config: the chosen model's params plus the shared keys.
+    data_on_device=False keeps tensor datasets in host memory and copies each batch to the device."""
     entry = get_model(config.get("model", "cnn"))
     model_keys = set(entry.params.model_fields)
     params = entry.params(**{k: v for k, v in config.items() if k in model_keys})
     training = Training(**{**entry.training_defaults(params), **{k: v for k, v in config.items() if k in TRAINING_KEYS}})
     device = device or pick_device()
-    splits = load_splits(dataset, entry.preprocess(params)).to(device)
+    splits = load_splits(dataset, entry.preprocess(params))
+    if data_on_device or device.type == "cpu":
+        splits = splits.to(device)
+    else:
+        host = lambda s: HostSplit(s, device) if isinstance(s, TensorSplit) else s.to(device)  # noqa: E731
+        splits = Splits(host(splits.train), host(splits.val), host(splits.test), splits.classes, splits.in_channels, splits.image_size)
     torch.manual_seed(training.seed)
     model = entry.build(params, num_classes=splits.num_classes, in_channels=splits.in_channels, image_size=splits.image_size)
     return model.to(device), splits, training
 
 
-def run_trial(config: dict[str, Any], *, dataset: DatasetConfig, epochs: int, report: Report, start=None) -> None:
-    """What one trial does: build the model and data from `config`, then fit."""
-    model, splits, training = build(config, dataset)
-    fit(model, splits, training, epochs=epochs, report=report, start=start)
+def run_trial(config: dict[str, Any], *, dataset: DatasetConfig, epochs: int, report: Report, start=None,
+              precision: str = "auto", channels_last: bool | str = "auto", compile: bool = False,
+              cudnn_benchmark: bool = True, data_on_device: bool | str = "auto") -> None:
+    """What one trial does: build the model and data from `config`, then fit. The keyword options
+    are the spec's `performance:` section (see resolve_performance)."""
+    device = pick_device()
+    perf = resolve_performance(device, precision=precision, channels_last=channels_last, compile=compile,
+                               cudnn_benchmark=cudnn_benchmark, data_on_device=data_on_device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = perf.cudnn_benchmark
+    model, splits, training = build(config, dataset, device, data_on_device=perf.data_on_device)
+    fit(model, splits, training, epochs=epochs, report=report, start=start, amp=perf.amp,
+        channels_last=perf.channels_last, compile=perf.compile)
 
 
 @dataclass

@@ -10,10 +10,10 @@ import hashlib
 import importlib
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from trainables.data import DatasetConfig
 from trainables.errors import SpecError
@@ -63,6 +63,30 @@ class TrackingConfig(_Section):
     register_model: bool = Field(default=False, alias="register")  # `register:` the best model in the Model Registry
 
 
+def _auto_or_bool(v: Any) -> Any:
+    if v == "auto" or isinstance(v, bool):
+        return v
+    raise ValueError("expected auto, true or false")
+
+
+AutoBool = Annotated[Literal["auto"] | bool, BeforeValidator(_auto_or_bool)]
+
+
+class PerformanceConfig(_Section):
+    """Speed switches; `auto` is on where the trial has a CUDA device (see engine.resolve_performance)."""
+
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # bf16 autocast on GPUs that support it
+    channels_last: AutoBool = "auto"  # NHWC memory layout for model and inputs
+    compile: bool = False  # torch.compile the training module (compilation time is paid per trial)
+    cudnn_benchmark: bool = True  # let cuDNN pick the fastest convolution algorithms
+    data_on_device: AutoBool = "auto"  # small datasets held as tensors on the GPU
+    reuse_actors: bool = True  # a finished trial's Ray process (imports, dataset) serves the next trial
+
+    def trial_options(self) -> dict[str, Any]:
+        """The keyword options of engine.run_trial."""
+        return self.model_dump(exclude={"reuse_actors"})
+
+
 class FinalConfig(_Section):
     retrain_best: bool = False  # retrain the best config for `epochs`, then score the test split
     report: bool = True  # write reports/<name>/ at the end of `tune run`
@@ -82,6 +106,7 @@ class Spec(_Section):
     scheduler: SchedulerConfig = SchedulerConfig()
     resources: ResourcesConfig = ResourcesConfig()
     tracking: TrackingConfig = TrackingConfig()
+    performance: PerformanceConfig = PerformanceConfig()
     final: FinalConfig = FinalConfig()
 
     # Filled by load_spec, not by the user.
@@ -361,8 +386,6 @@ def _check_search(spec: Spec, doc: _Doc) -> None:
             except (ValueError, AttributeError):
                 raise doc.error("search.algorithm grid enumerates every value: use choice, grid, int or quniform here, or algorithm random", ("parameters", name)) from None
     sched = spec.scheduler
-    if sched.name in ("asha", "median") and sched.grace_period > spec.epochs:
-        raise doc.error(f"grace_period ({sched.grace_period}) must not exceed epochs ({spec.epochs})", ("scheduler", "grace_period"))
     if sched.name == "pbt" and algo == "optuna":
         raise doc.error("pbt explores by itself and takes no search algorithm: use search.algorithm random", ("scheduler", "name"))
     if spec.scheduler.name == "pbt":

@@ -85,7 +85,8 @@ def trainable_for(spec: Spec, *, storage: str | None = None):
     if spec.trainable == "classifier":
         from trainables.trainable import classifier
 
-        fn = tune.with_parameters(classifier, dataset=spec.dataset, epochs=spec.epochs, threads=int(spec.resources.cpu))
+        fn = tune.with_parameters(classifier, dataset=spec.dataset, epochs=spec.epochs, threads=int(spec.resources.cpu),
+                                  performance=spec.performance.trial_options())
     else:
         import importlib
 
@@ -125,7 +126,8 @@ def build_tuner(spec: Spec, *, storage: str | None = None, resume: bool = False,
             search_alg=search_alg,
             scheduler=_scheduler(spec, param_space),
             num_samples=spec.num_samples,
-            reuse_actors=spec.resources.workers == 1,  # a data-parallel trial's process owns its Train run
+            # a data-parallel trial's process owns its Train run
+            reuse_actors=spec.performance.reuse_actors and spec.resources.workers == 1,
             trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
         ),
         run_config=tune.RunConfig(

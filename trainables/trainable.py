@@ -18,8 +18,10 @@ def clean_config(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if v is not None}
 
 
-def classifier(config: dict[str, Any], *, dataset: DatasetConfig, epochs: int, threads: int = 1) -> None:
-    """A Ray Tune function trainable: one report (with a checkpoint) per epoch; resumes from one."""
+def classifier(config: dict[str, Any], *, dataset: DatasetConfig, epochs: int, threads: int = 1,
+               performance: dict[str, Any] | None = None) -> None:
+    """A Ray Tune function trainable: one report (with a checkpoint) per epoch; resumes from one.
+    `performance`: the spec's performance options (engine.run_trial's keywords)."""
     from ray import tune
 
     from trainables.distributed import assigned_gpu
@@ -35,7 +37,7 @@ def classifier(config: dict[str, Any], *, dataset: DatasetConfig, epochs: int, t
             torch.save(state(), os.path.join(d, STATE_FILE))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
-    run_trial(clean_config(config), dataset=dataset, epochs=epochs, report=report, start=start)
+    run_trial(clean_config(config), dataset=dataset, epochs=epochs, report=report, start=start, **(performance or {}))
 
 
 def _start_state(checkpoint) -> dict[str, Any] | None:
