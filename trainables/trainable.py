@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from typing import Any
 
@@ -27,6 +28,7 @@ def classifier(config: dict[str, Any], *, dataset: DatasetConfig, epochs: int, t
     from trainables.distributed import assigned_gpu
 
     torch.set_num_threads(max(1, threads))
+    _cap_malloc_arenas()
     start = _start_state(tune.get_checkpoint())
     gpu = assigned_gpu()  # the engine trains on it: Ray set CUDA_VISIBLE_DEVICES to it
 
@@ -37,7 +39,42 @@ def classifier(config: dict[str, Any], *, dataset: DatasetConfig, epochs: int, t
             torch.save(state(), os.path.join(d, STATE_FILE))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
-    run_trial(clean_config(config), dataset=dataset, epochs=epochs, report=report, start=start, **(performance or {}))
+    try:
+        run_trial(clean_config(config), dataset=dataset, epochs=epochs, report=report, start=start, **(performance or {}))
+    finally:
+        _trim_malloc()  # what this trial freed goes back to the system before the actor's next trial
+
+
+MALLOC_ARENAS = 2
+
+
+def _cap_malloc_arenas() -> None:
+    """Each trial runs in a new thread of a reused actor, and glibc gives every new thread its
+    own malloc arena, which keeps what the trial freed: a reused actor grew by ~150 MB a trial.
+    Capped, later trials' threads share the arenas that exist. Linux/glibc only; else nothing."""
+    global _arenas_capped
+    if _arenas_capped or not sys.platform.startswith("linux"):
+        return
+    _arenas_capped = True
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-8, MALLOC_ARENAS)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
+
+
+_arenas_capped = False
+
+
+def _trim_malloc() -> None:
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
 
 
 def _start_state(checkpoint) -> dict[str, Any] | None:
