@@ -98,18 +98,18 @@ def trainable_for(spec: Spec, *, storage: str | None = None):
 def build_tuner(spec: Spec, *, storage: str | None = None, resume: bool = False, callbacks: list | None = None):
     """A Tuner for the spec: a fresh one, or the interrupted sweep of the same name restored."""
     from ray import tune
-    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+    from ray.tune.logger import JsonLoggerCallback
 
     if spec.resources.workers > 1:
         from trainables.distributed import check_spec, with_trial_limit
 
         check_spec(spec)
         spec = with_trial_limit(spec)
-    # Ray's default loggers include TensorBoard files nobody here reads: keep JSON (for
-    # ExperimentAnalysis) and CSV only.
+    # Ray's default loggers write TensorBoard files and progress.csv that nothing here reads
+    # (ExperimentAnalysis reads result.json): keep the JSON logger only.
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our Progress lines replace Ray's tables
-    callbacks = [JsonLoggerCallback(), CSVLoggerCallback(), *(callbacks or [])]
+    callbacks = [JsonLoggerCallback(), *(callbacks or [])]
     path = experiment_dir(spec, storage)
     trainable = trainable_for(spec, storage=storage)
     if resume:
@@ -134,7 +134,10 @@ def build_tuner(spec: Spec, *, storage: str | None = None, resume: bool = False,
             name=spec.name,
             storage_path=storage_root(storage),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # Tune snapshots the whole experiment state each time a trial has made num_to_keep
+            # checkpoints (so that the snapshot never names a deleted one): 1 meant a snapshot
+            # after every epoch of every trial; 2 halves them for one more checkpoint on disk.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             callbacks=callbacks,
             verbose=0,
         ),
