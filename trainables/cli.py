@@ -152,6 +152,26 @@ def report(sweep, storage, out):
     click.echo(attach_report(s.path, folder))
 
 
+@cli.command()
+@click.option("--quick", is_flag=True, help="A few minutes: one run of each side in figure 2, 5 seeds in figure 3.")
+@click.option("--gpu", "gpu_only", is_flag=True, help="Only the GPU figures (5a-5d); skipped without a CUDA device.")
+@click.option("--only", default="1,2,3,4,5", show_default=True, metavar="N,N", help="Figures to measure.")
+@click.option("--out", default="reports/bench", show_default=True, metavar="DIR",
+              help="Where results.json, results.md and figures/*.png go.")
+@click.option("--work", default=None, metavar="DIR", help="Keep the benchmark sweeps and their logs here.")
+@click.option("--tiny", is_flag=True, hidden=True)
+def bench(quick, gpu_only, only, out, work, tiny):
+    """Measure training throughput and sweep overhead against bare PyTorch and bare Ray Tune,
+    side by side on this machine: one JSON line per figure, with its target."""
+    from trainables.bench import ALL, run
+
+    figures = tuple(x.strip() for x in only.split(",") if x.strip())
+    bad = [x for x in figures if x not in ALL]
+    if bad:
+        _fail(SpecError(f"--only takes figure numbers among {','.join(ALL)}, got {','.join(bad)}", path="--only"))
+    sys.exit(run(out=out, quick=quick, tiny=tiny, only=figures, gpu_only=gpu_only, work=work))
+
+
 def main() -> None:
     cli(prog_name="tune")
 

@@ -1,0 +1,200 @@
+"""`tune bench` and the performance options: every code path at its smallest size.
+
+Nothing here asserts a timing: the figures' numbers are the benchmark's business. What is
+checked is that each figure is measured the way it says, and that the JSON lines and
+reports/bench/ files come out."""
+from __future__ import annotations
+
+import inspect
+import io
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.helpers import ROOT, run_cli
+from trainables.bench import output, search
+from trainables.bench.output import Figure, Recorder
+from trainables.data import DatasetConfig, TensorSplit, load_splits
+from trainables.engine import HostSplit, resolve_performance, run_trial
+from trainables.errors import SpecError
+from trainables.spec import parse_spec
+
+TINY_DIGITS = DatasetConfig(name="digits", limit=100)
+SMALL = {"model": "cnn", "filters": [4, 4, 8, 8, 8], "dense_units": 16, "lr": 3e-3, "batch_norm": True}
+
+
+# ---- the performance options ---------------------------------------------------------------
+
+def test_auto_means_on_with_a_gpu_and_off_on_a_cpu():
+    cpu = resolve_performance("cpu")
+    assert cpu.amp is None and not cpu.channels_last and not cpu.compile and not cpu.data_on_device
+    gpu = resolve_performance("cuda")
+    assert gpu.channels_last and gpu.data_on_device and gpu.cudnn_benchmark
+    assert gpu.amp == (torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else None)
+    forced = resolve_performance("cpu", precision="bf16", channels_last=True, data_on_device=True, compile=True)
+    assert forced.amp == torch.bfloat16 and forced.channels_last and forced.data_on_device and forced.compile
+    assert resolve_performance("cuda", precision="fp32", channels_last=False).amp is None
+    with pytest.raises(ValueError, match="precision"):
+        resolve_performance("cpu", precision="fp16")
+
+
+def test_spec_performance_section_reaches_run_trial():
+    spec = parse_spec("name: x\nperformance: {precision: bf16, channels_last: false, compile: true, reuse_actors: false}\n")
+    opts = spec.performance.trial_options()
+    assert opts == {"precision": "bf16", "channels_last": False, "compile": True, "cudnn_benchmark": True,
+                    "data_on_device": "auto"}
+    assert set(opts) <= set(inspect.signature(run_trial).parameters)  # every option is a keyword of run_trial
+    assert spec.performance.reuse_actors is False
+    assert parse_spec("name: x\n").performance.precision == "auto"
+    with pytest.raises(SpecError, match=r"performance\.channels_last: expected auto, true or false"):
+        parse_spec("name: x\nperformance: {channels_last: sometimes}\n")
+    with pytest.raises(SpecError, match="did you mean 'precision'"):
+        parse_spec("name: x\nperformance: {precison: bf16}\n")
+
+
+def test_bf16_and_channels_last_train_on_a_cpu():
+    rows = []
+    run_trial(SMALL, dataset=TINY_DIGITS, epochs=2, report=lambda m, s: rows.append((m, s())),
+              precision="bf16", channels_last=True)
+    metrics, state = rows[-1]
+    assert [m["epoch"] for m, _ in rows] == [1, 2] and math.isfinite(metrics["train_loss"]) and math.isfinite(metrics["val_loss"])
+    conv = state["model"]["features.0.weight"]
+    assert conv.dtype == torch.float32  # autocast: the weights stay fp32
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_compile_wraps_the_training_module_only(monkeypatch):
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda m, **kw: compiled.append(m) or m)
+    rows = []
+    run_trial(SMALL, dataset=TINY_DIGITS, epochs=1, report=lambda m, s: rows.append(s()), compile=True)
+    assert len(compiled) == 1 and not any(k.startswith("_orig_mod.") for k in rows[0]["model"])
+
+
+def test_host_split_hands_out_the_same_batches():
+    split = load_splits(TINY_DIGITS).train
+    assert isinstance(split, TensorSplit)
+    host = HostSplit(split, torch.device("cpu"))
+    assert len(host) == len(split) and host.to("cpu") is host
+    a = list(split.batches(32, shuffle=True, generator=torch.Generator().manual_seed(1)))
+    b = list(host.batches(32, shuffle=True, generator=torch.Generator().manual_seed(1)))
+    assert len(a) == len(b) and all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(a, b))
+
+
+# ---- figures -----------------------------------------------------------------------------
+
+def test_figure_1_compares_fit_with_the_bare_loop():
+    from trainables.bench import core
+
+    fig = core.measure(epochs=1, repeats=1, dataset={"name": "digits", "image_size": 32, "limit": 100})
+    assert fig.id == "1" and fig.target == ">= 0.95" and fig.device == "cpu"
+    d = fig.details
+    assert fig.value == pytest.approx(d["fit_images_per_s"] / d["bare_images_per_s"])
+    assert d["train_images"] == 100 and d["fit_images_per_s"] > 0 and d["bare_images_per_s"] > 0
+    assert fig.met == (fig.value >= 0.95)
+    assert json.loads(fig.line())["id"] == "1"
+
+
+def test_figure_3_counts_trial_epochs_in_arrival_order():
+    random_fifo = [("a", 1, 0.5), ("b", 1, 0.6), ("a", 2, 0.8), ("b", 2, 0.7)]  # best 0.8, 4 trial-epochs
+    assert search.epochs_to_reach(random_fifo, 0.8) == 3
+    row = search.compare(random_fifo, [("c", 1, 0.4), ("d", 1, 0.81), ("c", 2, 0.9)])
+    assert row["tpe_epochs_to_bar"] == 2 and row["ratio"] == 0.5 and row["random_trial_epochs"] == 4
+    never = search.compare(random_fifo, [("c", 1, 0.4)])
+    assert never["tpe_epochs_to_bar"] is None and never["ratio"] == math.inf
+
+
+def test_gpu_figures_skip_with_a_clear_line_without_cuda(capsys):
+    from trainables.bench import gpu
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: the figures would be measured")
+    seen = []
+    figs = gpu.measure(quick=True, on_figure=seen.append)
+    assert [f.id for f in figs] == ["5a", "5b", "5c", "5d"] and seen == figs
+    assert all(f.skipped == gpu.NO_GPU and f.met is None and f.value is None for f in figs)
+
+
+def test_gpu_code_paths_run_on_a_cpu():
+    """The GPU figures' functions, on the CPU at toy sizes: the code paths, not the speeds."""
+    from trainables.bench import gpu
+
+    cpu = torch.device("cpu")
+    d = gpu.resident_vs_loader(cpu, n=128, batch=64, epochs=1, workers=0)
+    assert d["resident_epoch_s"] > 0 and d["loader_workers"] == 0 and d["speedup"] > 0
+    ips = gpu.images_per_second(gpu.small_cnn, cpu, batch=4, size=32, amp=True, channels_last=True, steps=1, warmup=1,
+                                 classes=10)
+    assert ips > 0
+    shared = gpu.shared_gpu(cpu, trials=2, seconds=0.3, batch=16, n=64)
+    assert len(shared["shared_images_per_s"]) == 2 and shared["aggregate_images_per_s"] > 0
+
+
+def test_reports_merge_measured_figures_and_keep_gpu_ones(tmp_path):
+    out = tmp_path / "bench"
+    first = Recorder(out, quick=True, stream=io.StringIO())
+    first.add(Figure("5b", "bf16 vs fp32", 2.4, "x", ">= 2x", True, device="NVIDIA H100"))
+    first.add(Figure("1", "core", 0.97, "ratio", ">= 0.95", True, device="cpu",
+                     details={"fit_images_per_s": 97.0, "bare_images_per_s": 100.0}))
+    first.write(merge=True)
+    printed = io.StringIO()
+    second = Recorder(out, quick=True, stream=printed)
+    second.add(output.skipped("5b", "bf16 vs fp32", "x", ">= 2x", "no CUDA device"))
+    second.add(Figure("1", "core", 0.93, "ratio", ">= 0.95", False, device="cpu",
+                      details={"fit_images_per_s": 93.0, "bare_images_per_s": 100.0}))
+    path = second.write(merge=True)
+    data = json.loads(path.read_text())
+    by_id = {f["id"]: f for f in data["figures"]}
+    assert by_id["5b"]["value"] == 2.4 and by_id["5b"]["device"] == "NVIDIA H100"  # not replaced by a skip
+    assert by_id["1"]["value"] == 0.93  # replaced by the new measurement
+    assert len(data["runs"]) == 2 and by_id["5b"]["run"] != by_id["1"]["run"]
+    table = (out / "results.md").read_text()
+    assert "| 1 | core [cpu] | 0.93 | >= 0.95 | **no** |" in table and "NVIDIA H100" in table
+    assert (out / "figures" / "1_core.png").is_file()
+    lines = [json.loads(x) for x in printed.getvalue().splitlines() if x.startswith("{")]
+    assert [x["id"] for x in lines] == ["5b", "1"]
+
+
+def test_tune_bench_prints_json_lines_and_writes_the_report(tmp_path):
+    proc = run_cli("bench", "--tiny", "--only", "1,5", "--out", tmp_path / "bench", cwd=tmp_path, check=0, timeout=300)
+    lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
+    assert [x["id"] for x in lines] == ["1", "5a", "5b", "5c", "5d"]
+    assert all({"value", "unit", "target", "met", "device", "details"} <= set(x) for x in lines)
+    data = json.loads((tmp_path / "bench" / "results.json").read_text())
+    assert {f["id"] for f in data["figures"]} == {"1", "5a", "5b", "5c", "5d"}
+    assert data["runs"][0]["machine"]["cpus"] >= 1 and "load_average" in data["runs"][0]["machine"]
+    assert "| 1 | training core vs bare PyTorch loop" in (tmp_path / "bench" / "results.md").read_text()
+    assert (tmp_path / "bench" / "figures" / "1_core.png").is_file()
+    bad = run_cli("bench", "--only", "9", cwd=tmp_path)
+    assert bad.returncode == 2 and "--only" in bad.stderr
+
+
+def test_the_gpu_bench_needs_neither_ray_nor_mlflow(tmp_path):
+    code = ("import sys; from trainables.bench.__main__ import main; rc = main(['--gpu', '--out', sys.argv[1]]); "
+            "heavy = [m for m in ('ray', 'mlflow', 'optuna', 'pydantic', 'sklearn') if m in sys.modules]; "
+            "assert not heavy, heavy; sys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "gpu")], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert len([x for x in proc.stdout.splitlines() if x.startswith("{")]) == 4
+
+
+# ---- with Ray ------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_figure_2_runs_tune_run_and_the_bare_script_on_the_same_trials(ray_address, tmp_path):
+    from trainables.bench import sweeps
+
+    runs = sweeps.run_pair(tmp_path, name="pair", trials=2, epochs=1, report=False)
+    for who in ("ours", "bare"):
+        r = runs[who]
+        assert r["trials"] == 2 and r["epochs_per_trial"] == [1]
+        assert r["training_seconds"] > 0 and r["fit_seconds"] > 0 and r["command_seconds"] >= r["fit_seconds"]
+    bare = sweeps.trial_results(tmp_path / "bare" / "pair")
+    ours = sweeps.trial_results(tmp_path / "results" / "pair")
+    lrs = lambda rows: sorted(json.loads(json.dumps(r[0]["config"]))["lr"] for r in rows.values())  # noqa: E731
+    assert lrs(bare) == lrs(ours)  # the same trials on both sides
+    assert (tmp_path / "results" / "pair" / "mlflow_run.json").is_file()  # MLflow logging was on
