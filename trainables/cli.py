@@ -172,7 +172,18 @@ def bench(quick, gpu_only, only, out, work, tiny):
     sys.exit(run(out=out, quick=quick, tiny=tiny, only=figures, gpu_only=gpu_only, work=work))
 
 
+def _ray_auth_from_token() -> None:
+    """A cluster started with `ray start` (Ray >= 2.5x) uses token auth, and a client only sends
+    the token when RAY_AUTH_MODE=token is set before ray is imported: set it where a token exists."""
+    import os
+
+    token = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
+    if "RAY_AUTH_MODE" not in os.environ and (os.environ.get("RAY_AUTH_TOKEN") or os.path.isfile(token)):
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
 def main() -> None:
+    _ray_auth_from_token()
     cli(prog_name="tune")
 
 

@@ -42,12 +42,17 @@ def _search_alg(spec: Spec):
             points_to_evaluate=[encode_point(space, p) for p in s.points_to_evaluate] or None,
         )
         return (ConcurrencyLimiter(alg, max_concurrent=s.max_concurrent) if s.max_concurrent else alg), {}
+    if s.algorithm == "grid":
+        from trainables.gridsearch import GridSearch
+
+        alg = GridSearch(space, repeats=s.num_samples or 1, points=s.points_to_evaluate)
+        return (ConcurrencyLimiter(alg, max_concurrent=s.max_concurrent) if s.max_concurrent else alg), {}
     alg = BasicVariantGenerator(
         points_to_evaluate=list(s.points_to_evaluate) or None,
         max_concurrent=s.max_concurrent or 0,
         random_state=s.seed,
     )
-    return alg, ray_space(space, enumerate_all=s.algorithm == "grid", seed=s.seed)
+    return alg, ray_space(space, seed=s.seed)
 
 
 def _scheduler(spec: Spec, param_space: dict[str, Any]):
@@ -55,7 +60,8 @@ def _scheduler(spec: Spec, param_space: dict[str, Any]):
 
     c = spec.scheduler
     if c.name == "asha":
-        return S.ASHAScheduler(time_attr="training_iteration", max_t=spec.epochs, grace_period=c.grace_period,
+        # A grace period past the last epoch just means no early stop (e.g. with -o epochs=1).
+        return S.ASHAScheduler(time_attr="training_iteration", max_t=spec.epochs, grace_period=min(c.grace_period, spec.epochs),
                                reduction_factor=c.reduction_factor, brackets=c.brackets)
     if c.name == "hyperband":
         return S.HyperBandScheduler(time_attr="training_iteration", max_t=spec.epochs, reduction_factor=c.reduction_factor)
@@ -109,6 +115,9 @@ def build_tuner(spec: Spec, *, storage: str | None = None, resume: bool = False,
     # (ExperimentAnalysis reads result.json): keep the JSON logger only.
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our Progress lines replace Ray's tables
+    # Trials work in the directory `tune run` was started from (Tune propagates this to its
+    # actors), so relative paths in a spec (dataset.root, weights: PATH) mean what they say.
+    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
     callbacks = [JsonLoggerCallback(), *(callbacks or [])]
     path = experiment_dir(spec, storage)
     trainable = trainable_for(spec, storage=storage)
@@ -125,7 +134,8 @@ def build_tuner(spec: Spec, *, storage: str | None = None, resume: bool = False,
             mode=spec.mode,
             search_alg=search_alg,
             scheduler=_scheduler(spec, param_space),
-            num_samples=spec.num_samples,
+            # Ray counts random-search samples per `grid:` point; our count is the total.
+            num_samples=spec.num_samples if spec.search.algorithm == "grid" else spec.search.num_samples or 10,
             # a data-parallel trial's process owns its Train run
             reuse_actors=spec.performance.reuse_actors and spec.resources.workers == 1,
             trial_dirname_creator=lambda t: f"trial_{t.trial_id}",

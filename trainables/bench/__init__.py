@@ -84,6 +84,7 @@ def run(*, out: str | os.PathLike = "reports/bench", quick: bool = False, tiny: 
         print(f"bench: working folder {folder}", file=sys.stderr)
         from trainables.bench import sweeps
 
+        epoch_s = sweeps.calibrate_epoch_seconds() if "2" in only else None  # on a machine without Ray's start-up
         with sweeps.RayHead(log=folder / "ray-head.log"):  # sets RAY_AUTH_MODE: import ray only after this
             from trainables.bench import search
 
@@ -93,7 +94,8 @@ def run(*, out: str | os.PathLike = "reports/bench", quick: bool = False, tiny: 
                          ("2c", "per-trial overhead, 2-second trials (tune run)", "s", "< bare Ray Tune's")],
                         lambda: sweeps.overhead(folder / "overhead", quick=not sizes.both_orders,
                                                 seconds_per_trial=sizes.trial_seconds, trials=sizes.trials,
-                                                short_seconds=sizes.short_seconds, short_trials=sizes.short_trials))
+                                                short_seconds=sizes.short_seconds, short_trials=sizes.short_trials,
+                                                epoch_seconds=epoch_s))
             if "3" in only:
                 attempt([("3", "search efficiency: TPE+ASHA trial-epochs to random+FIFO's best", "ratio", "<= 0.4 (median)")],
                         lambda: [search.measure(folder / "search", seeds=sizes.seeds, samples=sizes.search_trials,
