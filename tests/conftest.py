@@ -12,6 +12,10 @@ import sys
 import time
 from pathlib import Path
 
+# Token auth is Ray's default for a `ray start` head, and Ray reads the mode once, at import:
+# set it before any test module imports ray, so in-process drivers can join the session head.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+
 import pytest
 
 from tests.helpers import ROOT, free_port
@@ -65,3 +69,34 @@ def ray_session(ray_address):
     if not ray.is_initialized():
         ray.init(address=ray_address, include_dashboard=False, log_to_driver=False)
     return ray_address
+
+
+@pytest.fixture(scope="module")
+def tune_in_process(ray_address):
+    """`tune ARGS` run in this process (click's CliRunner), joined once to the session's Ray
+    head: a test pays for its sweep, not for starting Python, importing torch and connecting
+    again. Returns run(*args, cwd, check=0) -> output. The module's driver leaves at its end."""
+    import traceback
+
+    import ray
+    from click.testing import CliRunner
+
+    from trainables.cli import cli
+
+    ray.init(address=ray_address, log_to_driver=False)
+
+    def run(*args, cwd: Path, check: int | None = 0) -> str:
+        old = Path.cwd()
+        os.chdir(cwd)
+        try:
+            result = CliRunner().invoke(cli, [str(a) for a in args])
+        finally:
+            os.chdir(old)
+        crash = "".join(traceback.format_exception(result.exception)) if result.exception and \
+            not isinstance(result.exception, SystemExit) else ""
+        assert check is None or result.exit_code == check, \
+            f"tune {' '.join(map(str, args))}: exit {result.exit_code}\n{result.output}{crash}"
+        return result.output
+
+    yield run
+    ray.shutdown()

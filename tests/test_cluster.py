@@ -281,7 +281,7 @@ def test_cluster_sweep_py_completes_the_quickstart_on_two_nodes(two_node_cluster
         [sys.executable, str(CLUSTER_DIR / "sweep.py"), "search_spaces/quickstart.yaml",
          "-o", "search.num_samples=4", "-o", "epochs=2", "-o", "dataset.limit=300",
          "-o", "parameters.filters=[8,8,8,8,8]", "-o", "tracking.enabled=false", "-o", "final.report=false",
-         "--storage", str(tmp_path / "shared")],
+         "-o", "final.retrain_best=false", "--storage", str(tmp_path / "shared")],
         cwd=tmp_path, env=cluster_env(two_node_cluster, TRAINABLES_HOME=str(ROOT)), capture_output=True, text=True,
         timeout=85)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -459,7 +459,7 @@ def test_ray_job_submit_runs_tune_run_through_the_jobs_api(tmp_path):
             ["ray", "job", "submit", f"--address=http://127.0.0.1:{dash}", "--working-dir", str(ROOT), "--",
              "tune", "run", "search_spaces/quickstart.yaml", "-o", "search.num_samples=2", "-o", "epochs=2",
              "-o", "dataset.limit=300", "-o", "parameters.filters=[8,8,8,8,8]", "-o", "tracking.enabled=false",
-             "-o", "final.report=false", "--storage", str(storage)],
+             "-o", "final.report=false", "-o", "final.retrain_best=false", "--storage", str(storage)],
             env=env, capture_output=True, text=True, timeout=80, cwd=tmp_path)
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
         assert "succeeded" in proc.stdout and "best trials by val_acc" in proc.stdout

@@ -43,7 +43,7 @@ def analysis(path: Path) -> ExperimentAnalysis:
 
 def test_quickstart_reaches_095(ray_address, tmp_path):
     proc = run_cli("run", ROOT / "search_spaces/quickstart.yaml", "-o", "tracking.enabled=false",
-                   "-o", "final.report=false", cwd=tmp_path, check=0)
+                   "-o", "final.report=false", "-o", "final.retrain_best=false", cwd=tmp_path, check=0)
     assert "best trials by val_acc" in proc.stdout
     a = analysis(tmp_path / "results/quickstart")
     assert len(a.trials) == 12
@@ -54,7 +54,7 @@ def test_quickstart_reaches_095(ray_address, tmp_path):
     assert "parameters:" in out and "model: cnn" in out
 
 
-def test_errored_trials_are_counted_and_the_sweep_goes_on(ray_address, tmp_path):
+def test_errored_trials_are_counted_and_the_sweep_goes_on(tune_in_process, tmp_path):
     spec = write(tmp_path / "e.yaml", """\
 name: errors
 trainable: tests.trainables_for_tests:fail_when_x_is_1
@@ -66,32 +66,30 @@ scheduler: {name: fifo}
 tracking: {enabled: false}
 final: {report: false}
 """)
-    proc = run_cli("run", spec, cwd=tmp_path, env={"PYTHONPATH": str(ROOT)})
-    assert proc.returncode == 0, proc.stderr
-    assert "2 completed, 0 stopped early, 1 errored" in proc.stdout
-    proc = run_cli("run", spec, "-o", "trainable=tests.trainables_for_tests:always_fail", "-o", "name=all-fail",
-                   cwd=tmp_path, env={"PYTHONPATH": str(ROOT)})
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "0 completed, 0 stopped early, 3 errored" in proc.stdout
+    out = tune_in_process("run", spec, cwd=tmp_path, check=0)
+    assert "2 completed, 0 stopped early, 1 errored" in out
+    out = tune_in_process("run", spec, "-o", "trainable=tests.trainables_for_tests:always_fail", "-o", "name=all-fail",
+                          cwd=tmp_path, check=1)
+    assert "0 completed, 0 stopped early, 3 errored" in out
 
 
-def test_random_search_with_grid_and_conditionals(ray_address, tmp_path):
+def test_random_search_with_grid_and_conditionals(tune_in_process, tmp_path):
     spec = tiny(tmp_path, name="mixed", algorithm="random", samples=2,
                 extra="")
-    proc = run_cli("run", spec, "-o", "parameters.dense_units={grid: [16, 32]}", "-o", "final.report=false",
-                   cwd=tmp_path, check=0)
+    out = tune_in_process("run", spec, "-o", "parameters.dense_units={grid: [16, 32]}", "-o", "final.report=false",
+                          cwd=tmp_path)
     configs = [t.config for t in analysis(tmp_path / "results/mixed").trials]
     assert len(configs) == 4 and sorted(c["dense_units"] for c in configs) == [16, 16, 32, 32]
     for c in configs:
         assert (c["momentum"] is not None) == (c["optimizer"] == "sgd")
-    assert "4 trials" in proc.stdout
+    assert "4 trials" in out
 
 
-def test_pbt_and_a_fresh_run_refuses_to_overwrite(ray_address, tmp_path):
+def test_pbt_and_a_fresh_run_refuses_to_overwrite(tune_in_process, tmp_path):
     spec = tiny(tmp_path, name="pbt", algorithm="random", samples=2, epochs=3, scheduler="pbt",
                 extra="")
-    run_cli("run", spec, "-o", "scheduler.perturbation_interval=1", "-o", "scheduler.mutations=[lr]",
-            "-o", "final.report=false", cwd=tmp_path, check=0)
+    tune_in_process("run", spec, "-o", "scheduler.perturbation_interval=1", "-o", "scheduler.mutations=[lr]",
+                    "-o", "final.report=false", cwd=tmp_path)
     a = analysis(tmp_path / "results/pbt")
     assert len(a.trials) == 2 and all(t.last_result["training_iteration"] == 3 for t in a.trials)
     proc = run_cli("run", spec, cwd=tmp_path)

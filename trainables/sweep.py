@@ -166,7 +166,7 @@ def trial_status(result_or_trial, epochs: int) -> str:
 class Progress:
     """One line per finished trial on stdout, instead of Ray's periodic tables."""
 
-    def __init__(self, spec: Spec, stream=sys.stdout):
+    def __init__(self, spec: Spec, stream=None):
         from ray.tune import Callback
 
         outer = self
@@ -179,7 +179,15 @@ class Progress:
                 outer.line(trial, trials, error=True)
 
         self.callback = _CB()
-        self.spec, self.stream, self.start = spec, stream, time.time()
+        self.spec, self.stream, self.start = spec, stream or sys.stdout, time.time()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its callbacks with the experiment state; a stream (a StringIO, a test
+        # runner's capture) does not pickle, and a restored sweep prints to its own stdout.
+        return {**self.__dict__, "stream": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, stream=state.get("stream") or sys.stdout)
 
     def line(self, trial, trials, *, error: bool) -> None:
         r = trial.last_result or {}
@@ -305,7 +313,7 @@ def save_spec(spec: Spec, path: str) -> None:
     tmp.replace(Path(path) / SPEC_FILE)
 
 
-def run_sweep(spec: Spec, *, storage: str | None = None, resume: bool = False, stream=sys.stdout) -> int:
+def run_sweep(spec: Spec, *, storage: str | None = None, resume: bool = False, stream=None) -> int:
     """Run (or resume) the sweep; print a summary; then final.retrain_best and final.report.
 
     With tracking.enabled the sweep is logged to MLflow from this process (trainables.tracking):
@@ -315,6 +323,7 @@ def run_sweep(spec: Spec, *, storage: str | None = None, resume: bool = False, s
     from trainables.results import load_sweep, print_summary
     from trainables.tracking import Tracker, attach
 
+    stream = stream or sys.stdout  # looked up now: whoever called us may have replaced it
     path = experiment_dir(spec, storage)
     progress = Progress(spec, stream)
     check_cluster(spec, storage)
