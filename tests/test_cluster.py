@@ -455,12 +455,15 @@ def test_ray_job_submit_runs_tune_run_through_the_jobs_api(tmp_path):
             ADDRESS_FILE.write_text(saved)
         up = time.time()
         storage = tmp_path / "results"
-        proc = subprocess.run(
-            ["ray", "job", "submit", f"--address=http://127.0.0.1:{dash}", "--working-dir", str(ROOT), "--",
-             "tune", "run", "search_spaces/quickstart.yaml", "-o", "search.num_samples=2", "-o", "epochs=2",
-             "-o", "dataset.limit=300", "-o", "parameters.filters=[8,8,8,8,8]", "-o", "tracking.enabled=false",
-             "-o", "final.report=false", "-o", "final.retrain_best=false", "--storage", str(storage)],
-            env=env, capture_output=True, text=True, timeout=80, cwd=tmp_path)
+        submit = ["ray", "job", "submit", f"--address=http://127.0.0.1:{dash}", "--working-dir", str(ROOT), "--",
+                  "tune", "run", "search_spaces/quickstart.yaml", "-o", "search.num_samples=2", "-o", "epochs=2",
+                  "-o", "dataset.limit=300", "-o", "parameters.filters=[8,8,8,8,8]", "-o", "tracking.enabled=false",
+                  "-o", "final.report=false", "-o", "final.retrain_best=false", "--storage", str(storage)]
+        while True:  # the dashboard answers before its job agent has registered: no job is made until then
+            proc = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=80, cwd=tmp_path)
+            if "No available agent" not in proc.stderr + proc.stdout or time.time() > up + 60:
+                break
+            time.sleep(1)
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
         assert "succeeded" in proc.stdout and "best trials by val_acc" in proc.stdout
         assert len(list((storage / "quickstart").glob("trial_*/result.json"))) == 2

@@ -17,7 +17,6 @@ from typing import Annotated, Literal
 from urllib.parse import urlparse
 
 import torch
-import torchvision
 from pydantic import Field, field_validator
 from torch import nn
 
@@ -105,6 +104,8 @@ def _head_name(net: nn.Module) -> str:
 
 
 def _imagenet_backbone(name: str) -> nn.Module:
+    import torchvision
+
     w = torchvision.models.get_model_weights(name).DEFAULT
     try:
         return torchvision.models.get_model(name, weights=w)
@@ -170,6 +171,8 @@ def frozen_layers(names: list[str], head: str, p: FinetuneParams) -> list[str]:
 
 
 def _preprocess(p: FinetuneParams) -> Preprocess:
+    import torchvision  # here, not at the top: `tune validate` and every other model never need it
+
     if p.weights == "imagenet":
         t = torchvision.models.get_model_weights(p.backbone).DEFAULT.transforms()
         return Preprocess(channels=3, mean=tuple(t.mean), std=tuple(t.std), image_size=t.crop_size[0], min_image_size=MIN_IMAGE_SIZE)
@@ -179,6 +182,8 @@ def _preprocess(p: FinetuneParams) -> Preprocess:
 
 @register_model("finetune", params=FinetuneParams, preprocess=_preprocess)
 def finetune(p: FinetuneParams, *, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+    import torchvision
+
     if in_channels != 3:
         raise ValueError(f"finetune backbones take 3-channel input (its Preprocess asks for channels=3), got {in_channels}")
     net = _imagenet_backbone(p.backbone) if p.weights == "imagenet" else torchvision.models.get_model(p.backbone, weights=None)
