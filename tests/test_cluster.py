@@ -439,7 +439,9 @@ def test_ray_job_submit_runs_tune_run_through_the_jobs_api(tmp_path):
     log = open(tmp_path / "head.log", "w")
     head = subprocess.Popen(
         [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
-         "--include-dashboard=true", f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", "--disable-usage-stats"],
+         "--include-dashboard=true", f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", "--disable-usage-stats",
+         # the job agent's own HTTP port: Ray's default (52365) is taken by the session's head
+         f"--dashboard-agent-listen-port={free_port()}"],
         stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     t0 = time.time()
     try:
