@@ -35,9 +35,9 @@ def tune_args(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TRAINABLES_CLUSTER", "1")
-    from trainables.cli import cli
+    from trainables.cli import main as tune
 
-    cli.main(tune_args(sys.argv[1:] if argv is None else argv), prog_name="tune")
+    tune(tune_args(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

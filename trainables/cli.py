@@ -182,9 +182,10 @@ def _ray_auth_from_token() -> None:
         os.environ["RAY_AUTH_MODE"] = "token"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """`tune ARGS` (default: sys.argv): Ray's auth mode first, then the click group."""
     _ray_auth_from_token()
-    cli(prog_name="tune")
+    cli.main(argv, prog_name="tune")
 
 
 if __name__ == "__main__":

@@ -193,6 +193,7 @@ def fit_data_parallel(
     name: str,
     start: dict[str, Any] | None,
     report: Callable[[dict[str, Any], Any], None],
+    performance: dict[str, Any] | None = None,
 ) -> None:
     """Train `config` on resources.workers Ray Train workers; report(metrics, checkpoint) once
     per epoch on the calling thread (the Tune trial's), checkpoint being the Train checkpoint of
@@ -205,7 +206,8 @@ def fit_data_parallel(
     run = _Run()
     per_worker = {"CPU": resources.cpu, **({"GPU": resources.gpu} if resources.gpu else {})}
     trainer = TorchTrainer(
-        functools.partial(_train_loop, dataset=dataset, start=start, threads=max(1, int(resources.cpu))),
+        functools.partial(_train_loop, dataset=dataset, start=start, threads=max(1, int(resources.cpu)),
+                          performance=performance or {}),
         train_loop_config={"config": config, "epochs": epochs},
         scaling_config=ray.train.ScalingConfig(num_workers=resources.workers, use_gpu=resources.gpu > 0,
                                                resources_per_worker=per_worker),
@@ -257,12 +259,13 @@ def fit_data_parallel(
 
 # ---- on each Ray Train worker ---------------------------------------------------------------
 
-def _train_loop(hparams: dict[str, Any], *, dataset: DatasetConfig, start: dict[str, Any] | None, threads: int) -> None:
+def _train_loop(hparams: dict[str, Any], *, dataset: DatasetConfig, start: dict[str, Any] | None, threads: int,
+                performance: dict[str, Any]) -> None:
     """One data-parallel worker: the engine on its shard, the model in DDP; rank 0 checkpoints."""
     import ray.train
     import ray.train.torch
 
-    from trainables.engine import build, fit
+    from trainables.engine import run_trial
 
     torch.set_num_threads(threads)
     ctx = ray.train.get_context()
@@ -272,7 +275,6 @@ def _train_loop(hparams: dict[str, Any], *, dataset: DatasetConfig, start: dict[
         with checkpoint.as_directory() as d:
             start = torch.load(os.path.join(d, STATE_FILE), map_location="cpu", weights_only=True)
     device = ray.train.torch.get_device()
-    model, splits, training = build(hparams["config"], dataset, device=device)
     gpu = assigned_gpu()
 
     def report(metrics: dict[str, Any], state) -> None:
@@ -286,8 +288,8 @@ def _train_loop(hparams: dict[str, Any], *, dataset: DatasetConfig, start: dict[
             torch.save(state(), os.path.join(d, STATE_FILE))
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
 
-    fit(model, splits, training, epochs=hparams["epochs"], report=report, start=start,
-        wrap_model=ray.train.torch.prepare_model, shard=(rank, world))
+    run_trial(hparams["config"], dataset=dataset, epochs=hparams["epochs"], report=report, start=start, device=device,
+              wrap_model=ray.train.torch.prepare_model, shard=(rank, world), **performance)
 
 
 def average_over_workers(metrics: dict[str, Any], *, world: int, device: torch.device) -> None:

@@ -283,18 +283,20 @@ def build(config: dict[str, Any], dataset: DatasetConfig, device: torch.device |
 
 
 def run_trial(config: dict[str, Any], *, dataset: DatasetConfig, epochs: int, report: Report, start=None,
+              device: torch.device | None = None, wrap_model=None, shard: tuple[int, int] | None = None,
               precision: str = "auto", channels_last: bool | str = "auto", compile: bool = False,
               cudnn_benchmark: bool = True, data_on_device: bool | str = "auto") -> None:
-    """What one trial does: build the model and data from `config`, then fit. The keyword options
-    are the spec's `performance:` section (see resolve_performance)."""
-    device = pick_device()
+    """What one trial (or one data-parallel worker: `device`, `wrap_model`, `shard`, see fit)
+    does: build the model and data from `config`, then fit. The options from `precision` on are
+    the spec's `performance:` section (see resolve_performance)."""
+    device = device or pick_device()
     perf = resolve_performance(device, precision=precision, channels_last=channels_last, compile=compile,
                                cudnn_benchmark=cudnn_benchmark, data_on_device=data_on_device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = perf.cudnn_benchmark
     model, splits, training = build(config, dataset, device, data_on_device=perf.data_on_device)
-    fit(model, splits, training, epochs=epochs, report=report, start=start, amp=perf.amp,
-        channels_last=perf.channels_last, compile=perf.compile)
+    fit(model, splits, training, epochs=epochs, report=report, start=start, wrap_model=wrap_model, shard=shard,
+        amp=perf.amp, channels_last=perf.channels_last, compile=perf.compile)
 
 
 @dataclass

@@ -41,18 +41,18 @@ def _search_alg(spec: Spec):
             sampler=optuna.samplers.TPESampler(seed=s.seed),
             points_to_evaluate=[encode_point(space, p) for p in s.points_to_evaluate] or None,
         )
-        return (ConcurrencyLimiter(alg, max_concurrent=s.max_concurrent) if s.max_concurrent else alg), {}
-    if s.algorithm == "grid":
+    elif s.algorithm == "grid":
         from trainables.gridsearch import GridSearch
 
         alg = GridSearch(space, repeats=s.num_samples or 1, points=s.points_to_evaluate)
-        return (ConcurrencyLimiter(alg, max_concurrent=s.max_concurrent) if s.max_concurrent else alg), {}
-    alg = BasicVariantGenerator(
-        points_to_evaluate=list(s.points_to_evaluate) or None,
-        max_concurrent=s.max_concurrent or 0,
-        random_state=s.seed,
-    )
-    return alg, ray_space(space, seed=s.seed)
+    else:  # random: Ray's generator samples the Ray Tune domains and limits concurrency itself
+        alg = BasicVariantGenerator(
+            points_to_evaluate=list(s.points_to_evaluate) or None,
+            max_concurrent=s.max_concurrent or 0,
+            random_state=s.seed,
+        )
+        return alg, ray_space(space, seed=s.seed)
+    return (ConcurrencyLimiter(alg, max_concurrent=s.max_concurrent) if s.max_concurrent else alg), {}
 
 
 def _scheduler(spec: Spec, param_space: dict[str, Any]):
@@ -86,7 +86,8 @@ def trainable_for(spec: Spec, *, storage: str | None = None):
         from trainables.trainable import data_parallel
 
         fn = tune.with_parameters(data_parallel, dataset=spec.dataset, epochs=spec.epochs, resources=spec.resources,
-                                  max_failures=spec.max_failures, train_storage=train_storage(experiment_dir(spec, storage)))
+                                  max_failures=spec.max_failures, train_storage=train_storage(experiment_dir(spec, storage)),
+                                  performance=spec.performance.trial_options())
         return tune.with_resources(data_parallel_trainable(fn), {"cpu": DRIVER_CPU})
     if spec.trainable == "classifier":
         from trainables.trainable import classifier

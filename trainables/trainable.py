@@ -1,6 +1,7 @@
 """The Ray rim of a trial: the only caller of tune.report / tune.get_checkpoint."""
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import tempfile
@@ -48,33 +49,32 @@ def classifier(config: dict[str, Any], *, dataset: DatasetConfig, epochs: int, t
 MALLOC_ARENAS = 2
 
 
-def _cap_malloc_arenas() -> None:
-    """Each trial runs in a new thread of a reused actor, and glibc gives every new thread its
-    own malloc arena, which keeps what the trial freed: a reused actor grew by ~150 MB a trial.
-    Capped, later trials' threads share the arenas that exist. Linux/glibc only; else nothing."""
-    global _arenas_capped
-    if _arenas_capped or not sys.platform.startswith("linux"):
-        return
-    _arenas_capped = True
+@functools.cache
+def _glibc():
+    """glibc, for its malloc tuning; None elsewhere (other platforms and libcs go untuned)."""
+    if not sys.platform.startswith("linux"):
+        return None
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6").mallopt(-8, MALLOC_ARENAS)  # M_ARENA_MAX
-    except (OSError, AttributeError):
-        pass
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
 
 
-_arenas_capped = False
+@functools.cache
+def _cap_malloc_arenas() -> None:
+    """Each trial runs in a new thread of a reused actor, and glibc gives every new thread its
+    own malloc arena, which keeps what the trial freed: a reused actor grew by ~150 MB a trial.
+    Capped (once per process), later trials' threads share the arenas that exist."""
+    if _glibc() is not None:
+        _glibc().mallopt(-8, MALLOC_ARENAS)  # M_ARENA_MAX
 
 
 def _trim_malloc() -> None:
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except (OSError, AttributeError):
-            pass
+    if _glibc() is not None:
+        _glibc().malloc_trim(0)
 
 
 def _start_state(checkpoint) -> dict[str, Any] | None:
@@ -86,7 +86,7 @@ def _start_state(checkpoint) -> dict[str, Any] | None:
 
 
 def data_parallel(config: dict[str, Any], *, dataset: DatasetConfig, epochs: int, resources, max_failures: int,
-                  train_storage: str) -> None:
+                  train_storage: str, performance: dict[str, Any] | None = None) -> None:
     """A Ray Tune function trainable for resources.workers > 1: one Ray Train run per trial
     (trainables.distributed), its per-epoch metrics and checkpoints reported to Tune as
     `classifier` reports its own."""
@@ -99,4 +99,4 @@ def data_parallel(config: dict[str, Any], *, dataset: DatasetConfig, epochs: int
 
     fit_data_parallel(clean_config(config), dataset=dataset, epochs=epochs, resources=resources, max_failures=max_failures,
                       storage_path=train_storage, name=f"trial_{tune.get_context().get_trial_id()}",
-                      start=_start_state(tune.get_checkpoint()), report=report)
+                      start=_start_state(tune.get_checkpoint()), report=report, performance=performance)
