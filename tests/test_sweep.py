@@ -1,7 +1,9 @@
 """Real sweeps on the session's Ray head, driven through the `tune` CLI as a user would."""
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -105,6 +107,10 @@ def _result_lines(trial_dir: Path) -> int:
     return len(f.read_text().splitlines()) if f.exists() else 0
 
 
+def _results(trial_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
+
+
 def test_sigkill_then_resume_finishes_exactly_num_samples(ray_address, tmp_path):
     spec = tiny(tmp_path, name="killed", samples=6, epochs=4)
     exp = tmp_path / "results/killed"
@@ -125,10 +131,52 @@ def test_sigkill_then_resume_finishes_exactly_num_samples(ray_address, tmp_path)
         if _result_lines(trial_dir) == 4:
             finished[trial_dir.name] = (trial_dir / "result.json").read_text()
     assert len(finished) >= 2
-
-    run_cli("run", spec, "--resume", "-o", "final.report=false", cwd=tmp_path, check=0)
+    out = run_cli("run", spec, "--resume", "-o", "final.report=false", cwd=tmp_path, check=0).stdout
     a = analysis(exp)
     assert len(a.trials) == 6
-    assert all(t.status == "TERMINATED" and t.last_result["training_iteration"] == 4 for t in a.trials), [(t.trial_id, t.status, t.last_result.get("training_iteration")) for t in a.trials]
+    errors = {t.trial_id: (Path(t.path) / "error.txt").read_text()[-3000:] for t in a.trials
+              if t.path and (Path(t.path) / "error.txt").exists()}
+    states = [(t.trial_id, t.status, t.last_result.get("training_iteration")) for t in a.trials]
+    assert all(t.status == "TERMINATED" and t.last_result["training_iteration"] == 4 for t in a.trials), (states, errors)
     for name, results in finished.items():  # finished before the kill: not one epoch trained again
-        assert (exp / name / "result.json").read_text() == results, name
+        assert (exp / name / "result.json").read_text() == results, (name, out)
+
+
+def test_resume_when_the_saved_state_names_a_deleted_checkpoint(ray_address, tmp_path):
+    """Tune deletes a trial's older checkpoints before its next state snapshot names the newer
+    one: a driver killed in between leaves a snapshot naming a deleted checkpoint (a CI run
+    failed on it: the trial errored on --resume). Widened here: the snapshot, saved when it named
+    a checkpoint, is put back after Tune has deleted that checkpoint and the driver is killed."""
+    spec = write(tmp_path / "stale.yaml", TINY.format(name="stale", epochs=12, algorithm="random", samples=1,
+                                                     scheduler="fifo").replace("limit: 300", "limit: 1200"))
+    exp = tmp_path / "results/stale"
+    driver = subprocess.Popen([sys.executable, "-m", "trainables", "run", str(spec), "-o", "final.report=false"],
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True)
+    saved: dict[Path, bytes] = {}
+    named = None
+    deadline = time.time() + 180
+    while time.time() < deadline and driver.poll() is None:
+        trial_dirs = list(exp.glob("trial_*"))
+        if named is None:
+            try:  # the snapshot: Tune's state files and the trial's result.json, saved together
+                files = {p: p.read_bytes() for p in [*exp.glob("*state*"), *exp.glob("trial_*/result.json")]}
+                state = json.loads(next(v for p, v in files.items() if p.name.startswith("experiment_state")))
+                named = json.loads(state["trial_data"][0][1])["last_result"].get("checkpoint_dir_name")
+                saved = files if named else {}
+            except (StopIteration, IndexError, ValueError, OSError):
+                pass  # not written yet, or caught mid-write
+        # Tune deletes checkpoint k once k+2 are registered (num_to_keep=2): then kill.
+        elif trial_dirs and not (trial_dirs[0] / named).exists():
+            break
+        time.sleep(0.02)
+    assert driver.poll() is None and named, "the sweep ended before it could be killed: " + driver.stdout.read()
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    for path, data in saved.items():
+        path.write_bytes(data)
+
+    out = run_cli("run", spec, "--resume", "-o", "final.report=false", cwd=tmp_path, check=0).stdout
+    (t,) = analysis(exp).trials
+    assert f"trial {t.trial_id}'s {named}, named by the sweep's last saved state, is gone" in out, out
+    assert t.status == "TERMINATED" and t.last_result["training_iteration"] == 12, out

@@ -322,6 +322,7 @@ def run_sweep(spec: Spec, *, storage: str | None = None, resume: bool = False, s
     never stops the sweep. Returns the exit code: 0, or 1 if every trial failed."""
     from trainables.reporting import final_steps
     from trainables.results import load_sweep, print_summary
+    from trainables.resume import mend_callback
     from trainables.tracking import Tracker, attach
 
     stream = stream or sys.stdout  # looked up now: whoever called us may have replaced it
@@ -334,6 +335,8 @@ def run_sweep(spec: Spec, *, storage: str | None = None, resume: bool = False, s
             tracker.check()
         tuner = build_tuner(spec, storage=storage, resume=resume,
                             callbacks=[progress.callback] + ([tracker.callback] if tracker is not None else []))
+        if resume:
+            attach(tuner, mend_callback(stream))
         if tracker is not None:
             tracker.start()
             attach(tuner, tracker.callback)
