@@ -148,7 +148,10 @@ def build_tuner(spec: Spec, *, storage: str | None = None, resume: bool = False,
             # Tune snapshots the whole experiment state each time a trial has made num_to_keep
             # checkpoints (so that the snapshot never names a deleted one): 1 meant a snapshot
             # after every epoch of every trial; 2 halves them for one more checkpoint on disk.
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            # PBT keeps them all: a paused trial told to clone another restores that trial's
+            # checkpoint later, when the other may have deleted it (Ray warns of it; it failed
+            # trials here with epochs of 0.1 s).
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None if spec.scheduler.name == "pbt" else 2),
             callbacks=callbacks,
             verbose=0,
         ),
