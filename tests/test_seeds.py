@@ -10,11 +10,6 @@ from tests.helpers import ROOT
 
 pytestmark = pytest.mark.slow
 
-
-@pytest.fixture(scope="module")
-def tune(tune_in_process):
-    return tune_in_process
-
 COMMON = ["epochs=1", "resources.cpu=1", "resources.gpu=0", "tracking.enabled=false", "final.retrain_best=false",
           "final.report=false", "search.max_concurrent=2"]
 DIGITS = ["dataset.name=digits", "dataset.root=null", "dataset.limit=200"]
@@ -81,11 +76,11 @@ def test_every_seed_has_a_case(image_folder, weights):
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_seed_runs_on_substitute_data(seed, tune, tmp_path, image_folder, weights):
+def test_seed_runs_on_substitute_data(seed, tune_in_process, tmp_path, image_folder, weights):
     overrides = cases(image_folder, weights)[seed] + COMMON
     args = [a for o in overrides for a in ("-o", o)]
-    tune("validate", ROOT / "search_spaces" / seed, *args, cwd=tmp_path)
-    out = tune("run", ROOT / "search_spaces" / seed, *args, cwd=tmp_path)
+    tune_in_process("validate", ROOT / "search_spaces" / seed, *args, cwd=tmp_path)
+    out = tune_in_process("run", ROOT / "search_spaces" / seed, *args, cwd=tmp_path)
     exp = next((tmp_path / "results").iterdir())
     trials = ExperimentAnalysis(str(exp)).trials
     assert len(trials) == 2, out
@@ -96,11 +91,11 @@ def test_seed_runs_on_substitute_data(seed, tune, tmp_path, image_folder, weight
         assert 0 < t.last_result["trainable_params"] <= t.last_result["total_params"]
 
 
-def test_every_mnist_mode_learns_on_digits(tune, tmp_path):
+def test_every_mnist_mode_learns_on_digits(tune_in_process, tmp_path):
     """Seed 002's modes 2-5 never converged; here each mode reaches val_acc >= 0.90."""
     overrides = ["dataset.name=digits", "dataset.root=null", "epochs=10", "resources.cpu=1", "tracking.enabled=false",
                  "final.report=false"]
-    tune("run", ROOT / "search_spaces/seed002_mnist_modes.yaml", *[a for o in overrides for a in ("-o", o)], cwd=tmp_path)
+    tune_in_process("run", ROOT / "search_spaces/seed002_mnist_modes.yaml", *[a for o in overrides for a in ("-o", o)], cwd=tmp_path)
     trials = ExperimentAnalysis(str(tmp_path / "results/seed002-mnist-modes")).trials
     best = {t.config["mode"]: max(t.metric_analysis["val_acc"]["max"], 0) for t in trials}
     assert sorted(best) == [1, 2, 3, 4, 5]

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -107,16 +106,16 @@ def _result_lines(trial_dir: Path) -> int:
     return len(f.read_text().splitlines()) if f.exists() else 0
 
 
-def _results(trial_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
+def _start_driver(spec: Path, cwd: Path) -> subprocess.Popen:
+    """`tune run SPEC` in its own process group, to be SIGKILLed mid-sweep."""
+    return subprocess.Popen([sys.executable, "-m", "trainables", "run", str(spec), "-o", "final.report=false"], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
 def test_sigkill_then_resume_finishes_exactly_num_samples(ray_address, tmp_path):
     spec = tiny(tmp_path, name="killed", samples=6, epochs=4)
     exp = tmp_path / "results/killed"
-    cmd = [sys.executable, "-m", "trainables", "run", str(spec), "-o", "final.report=false"]
-    driver = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              start_new_session=True)
+    driver = _start_driver(spec, tmp_path)
     finished: dict[str, str] = {}
     deadline = time.time() + 240
     # Kill once two trials have written all 4 epochs to disk.
@@ -150,9 +149,7 @@ def test_resume_when_the_saved_state_names_a_deleted_checkpoint(ray_address, tmp
     spec = write(tmp_path / "stale.yaml", TINY.format(name="stale", epochs=12, algorithm="random", samples=1,
                                                      scheduler="fifo").replace("limit: 300", "limit: 1200"))
     exp = tmp_path / "results/stale"
-    driver = subprocess.Popen([sys.executable, "-m", "trainables", "run", str(spec), "-o", "final.report=false"],
-                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              start_new_session=True)
+    driver = _start_driver(spec, tmp_path)
     saved: dict[Path, bytes] = {}
     named = None
     deadline = time.time() + 180

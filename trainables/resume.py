@@ -44,9 +44,6 @@ def mend_callback(stream: TextIO | None = None):
         def __init__(self):
             self.done = False
 
-        def __getstate__(self):  # Tune pickles callbacks; a stream does not pickle
-            return {"done": self.done}
-
         def on_step_begin(self, iteration, trials, **info):
             if self.done:
                 return
