@@ -26,7 +26,8 @@ def ray_address(tmp_path_factory):
     """host:port of a Ray head (2 CPUs) for this session; RAY_ADDRESS points at it."""
     port = free_port()
     os.environ.setdefault("RAY_AUTH_MODE", "token")  # Ray's default for local clusters; clients must match
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    env = {**os.environ,
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
     log = open(tmp_path_factory.mktemp("ray") / "head.log", "w")
     head = subprocess.Popen(
         [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", f"--port={port}",
@@ -41,7 +42,7 @@ def ray_address(tmp_path_factory):
             break
         except OSError:
             if head.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"ray head did not start; see {log.name}")
+                raise RuntimeError(f"ray head did not start; see {log.name}") from None
             time.sleep(0.2)
     old = os.environ.get("RAY_ADDRESS")
     os.environ["RAY_ADDRESS"] = address

@@ -18,10 +18,11 @@ import torch
 from tests.helpers import ROOT, run_cli
 from trainables.bench import output, search
 from trainables.bench.output import Figure, Recorder
-from trainables.data import DatasetConfig, TensorSplit, load_splits
-from trainables.engine import HostSplit, resolve_performance, run_trial
+from trainables.core.data import DatasetConfig, TensorSplit, load_splits
+from trainables.core.engine import resolve_performance, run_trial
+from trainables.core.trial import HostSplit
 from trainables.errors import SpecError
-from trainables.spec import parse_spec
+from trainables.spec.load import parse_spec
 
 TINY_DIGITS = DatasetConfig(name="digits", limit=100)
 SMALL = {"model": "cnn", "filters": [4, 4, 8, 8, 8], "dense_units": 16, "lr": 3e-3, "batch_norm": True}
@@ -43,7 +44,8 @@ def test_auto_means_on_with_a_gpu_and_off_on_a_cpu():
 
 
 def test_spec_performance_section_reaches_run_trial():
-    spec = parse_spec("name: x\nperformance: {precision: bf16, channels_last: false, compile: true, reuse_actors: false}\n")
+    spec = parse_spec("name: x\nperformance: {precision: bf16, channels_last: false, compile: true, "
+                      "reuse_actors: false}\n")
     opts = spec.performance.trial_options()
     assert opts == {"precision": "bf16", "channels_last": False, "compile": True, "cudnn_benchmark": True,
                     "data_on_device": "auto"}
@@ -61,7 +63,8 @@ def test_bf16_and_channels_last_train_on_a_cpu():
     run_trial(SMALL, dataset=TINY_DIGITS, epochs=2, report=lambda m, s: rows.append((m, s())),
               precision="bf16", channels_last=True)
     metrics, state = rows[-1]
-    assert [m["epoch"] for m, _ in rows] == [1, 2] and math.isfinite(metrics["train_loss"]) and math.isfinite(metrics["val_loss"])
+    assert [m["epoch"] for m, _ in rows] == [1, 2]
+    assert math.isfinite(metrics["train_loss"]) and math.isfinite(metrics["val_loss"])
     conv = state["model"]["features.0.weight"]
     assert conv.dtype == torch.float32  # autocast: the weights stay fp32
     assert conv.is_contiguous(memory_format=torch.channels_last)
@@ -82,7 +85,9 @@ def test_host_split_hands_out_the_same_batches():
     assert len(host) == len(split) and host.to("cpu") is host
     a = list(split.batches(32, shuffle=True, generator=torch.Generator().manual_seed(1)))
     b = list(host.batches(32, shuffle=True, generator=torch.Generator().manual_seed(1)))
-    assert len(a) == len(b) and all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(a, b))
+    assert len(a) == len(b) and all(
+        torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(a, b, strict=True)
+    )
 
 
 # ---- figures -----------------------------------------------------------------------------

@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -90,7 +89,8 @@ def test_cluster_sweep_script_builds_the_tune_run_command(monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setenv("TRAINABLES_HOME", str(ROOT))
     monkeypatch.chdir(ROOT.parent)  # as on the head node: the checkout is not the working folder
-    args = cluster_sweep.tune_args(["search_spaces/quickstart.yaml", "-o", "epochs=2", "--storage", "s3://b/p", "--resume"])
+    args = cluster_sweep.tune_args(["search_spaces/quickstart.yaml", "-o", "epochs=2", "--storage", "s3://b/p",
+                                    "--resume"])
     assert args == ["run", str(ROOT / "search_spaces/quickstart.yaml"), "-o", "epochs=2", "--storage", "s3://b/p",
                     "--resume", "--address", "auto"]
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
@@ -101,25 +101,27 @@ def test_cluster_sweep_script_builds_the_tune_run_command(monkeypatch):
 # ---- check_cluster: storage and tracking on more than one node ------------------------------
 
 def _spec(tmp_path, tracking="tracking: {enabled: false}"):
-    from trainables.spec import load_spec
+    from trainables.spec.load import load_spec
 
     return load_spec(write(tmp_path / "s.yaml", f"name: s\nparameters: {{model: cnn}}\n{tracking}\n"))
 
 
 @pytest.fixture
 def two_nodes(monkeypatch):
-    from trainables import sweep
+    from trainables.tune import cluster as sweep
 
     for var in ("TRAINABLES_CLUSTER", "TRAINABLES_SHARED_STORAGE", "TRAINABLES_STORAGE", "MLFLOW_TRACKING_URI"):
         monkeypatch.delenv(var, raising=False)
     nodes = {"n": 2}
-    monkeypatch.setattr(sweep, "on_cluster", lambda: max(nodes["n"], 2) if os.environ.get("TRAINABLES_CLUSTER") == "1" else nodes["n"])
+    monkeypatch.setattr(
+        sweep, "on_cluster", lambda: max(nodes["n"], 2) if os.environ.get("TRAINABLES_CLUSTER") == "1" else nodes["n"]
+    )
     return nodes
 
 
 def test_check_cluster_storage_rule(tmp_path, monkeypatch, two_nodes):
     from trainables.errors import SpecError
-    from trainables.sweep import check_cluster
+    from trainables.tune.cluster import check_cluster
 
     spec = _spec(tmp_path)
     with pytest.raises(SpecError, match=r"--storage: .*2 nodes.*local to this machine.*s3://"):
@@ -146,7 +148,7 @@ def test_check_cluster_storage_rule(tmp_path, monkeypatch, two_nodes):
 
 def test_check_cluster_wants_an_mlflow_server(tmp_path, monkeypatch, two_nodes):
     from trainables.errors import SpecError
-    from trainables.sweep import check_cluster
+    from trainables.tune.cluster import check_cluster
 
     for tracking in ("tracking: {}", "tracking: {uri: 'sqlite:///mlflow.db'}", "tracking: {uri: ./mlruns}",
                      "tracking: {uri: 'file:///tmp/mlruns'}"):
@@ -159,7 +161,7 @@ def test_check_cluster_wants_an_mlflow_server(tmp_path, monkeypatch, two_nodes):
 
 
 def test_network_filesystems_count_as_shared(tmp_path, monkeypatch):
-    from trainables import sweep
+    from trainables.tune import cluster as sweep
 
     monkeypatch.delenv("TRAINABLES_SHARED_STORAGE", raising=False)
     monkeypatch.setattr(sweep, "_filesystem_type", lambda path: "nfs4")
@@ -286,7 +288,9 @@ def test_cluster_sweep_py_completes_the_quickstart_on_two_nodes(two_node_cluster
         timeout=85)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     trials = ExperimentAnalysis(str(tmp_path / "shared/quickstart")).trials
-    assert len(trials) == 4 and all(t.status == "TERMINATED" and t.last_result.get("val_acc") is not None for t in trials)
+    assert len(trials) == 4 and all(
+        t.status == "TERMINATED" and t.last_result.get("val_acc") is not None for t in trials
+    )
     print(f"quickstart (4 trials x 2 epochs) through cluster/sweep.py on 2 nodes: {time.time() - t0:.0f}s")
 
 
@@ -325,8 +329,8 @@ def test_trials_spread_over_nodes_and_survive_a_worker_node_dying(two_node_clust
     the node that replaces it, and both trials complete: none lost, none started over."""
     import ray
 
-    from trainables.spec import load_spec
-    from trainables.sweep import build_tuner
+    from trainables.spec.load import load_spec
+    from trainables.tune.tuner import build_tuner
 
     cluster = two_node_cluster
     epochs = 40
@@ -393,7 +397,8 @@ def test_driver_sigkill_then_resume_on_the_cluster(two_node_cluster, tmp_path):
     spec = tiny(tmp_path, "killed", epochs=epochs, samples=samples)
     env = cluster_env(two_node_cluster)
     exp = tmp_path / "shared/killed"
-    driver = subprocess.Popen([sys.executable, "-m", "trainables", "run", str(spec), "--storage", str(tmp_path / "shared")],
+    driver = subprocess.Popen([sys.executable, "-m", "trainables", "run", str(spec),
+                               "--storage", str(tmp_path / "shared")],
                               cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               start_new_session=True)
     deadline = time.time() + 60
@@ -469,7 +474,8 @@ def test_ray_job_submit_runs_tune_run_through_the_jobs_api(tmp_path):
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
         assert "succeeded" in proc.stdout and "best trials by val_acc" in proc.stdout
         assert len(list((storage / "quickstart").glob("trial_*/result.json"))) == 2
-        print(f"ray start --head with the dashboard: {up - t0:.0f}s; ray job submit ... -- tune run: {time.time() - up:.0f}s")
+        print(f"ray start --head with the dashboard: {up - t0:.0f}s; "
+              f"ray job submit ... -- tune run: {time.time() - up:.0f}s")
     finally:
         os.killpg(head.pid, signal.SIGTERM)  # `ray start --block` takes its processes down with it
         try:

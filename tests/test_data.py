@@ -1,4 +1,4 @@
-"""trainables.data: seeded stratified splits, preprocessing, and every dataset loaded from files made here."""
+"""trainables.core.data: seeded stratified splits, preprocessing, and every dataset loaded from files made here."""
 from __future__ import annotations
 
 import pickle
@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from trainables.data import (
+from trainables.core.data import (
     DatasetConfig,
     DatasetNotFound,
     FolderSplit,
@@ -19,7 +19,7 @@ from trainables.data import (
     load_splits,
     split_indices,
 )
-from trainables.models.registry import Preprocess
+from trainables.core.models.registry import Preprocess
 
 
 @pytest.fixture(autouse=True)
@@ -46,14 +46,15 @@ def test_split_indices_stratified_disjoint_and_seeded():
     cfg = DatasetConfig()
     tr, va, te = split_indices(labels, cfg, has_test=False)
     assert len(set(tr) | set(va) | set(te)) == len(tr) + len(va) + len(te) == len(labels)  # disjoint, complete
-    for held, pool, frac in ((te, np.arange(len(labels)), cfg.test_fraction), (va, np.concatenate([tr, va]), cfg.val_fraction)):
+    pools = ((te, np.arange(len(labels)), cfg.test_fraction), (va, np.concatenate([tr, va]), cfg.val_fraction))
+    for held, pool, frac in pools:
         expected = _counts(labels[pool], 10) * frac
         assert np.all(np.abs(_counts(labels[held], 10) - expected) <= 1)  # within one sample per class
     assert abs(len(va) - 0.2 * (len(tr) + len(va))) <= 1  # val is 20% of the training pool by default
 
     again = split_indices(labels, DatasetConfig(), has_test=False)
     other = split_indices(labels, DatasetConfig(seed=1), has_test=False)
-    assert all(np.array_equal(a, b) for a, b in zip((tr, va, te), again))
+    assert all(np.array_equal(a, b) for a, b in zip((tr, va, te), again, strict=True))
     assert not np.array_equal(tr, other[0]) and not np.array_equal(va, other[1])
 
     tr2, va2, te2 = split_indices(labels, cfg, has_test=True)  # the dataset brings its own test split
@@ -205,6 +206,28 @@ def test_corrupt_cifar10_is_the_same_clear_error(tmp_path):
         load_splits(DatasetConfig(name="cifar10", root=str(tmp_path)))
 
 
+class _Payload:
+    """A pickle that runs a command when it is loaded."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_cifar10_file_that_fails_its_checksum_runs_no_code(tmp_path):
+    _make_cifar10(tmp_path)
+    marker = tmp_path / "ran"
+    batch = tmp_path / "cifar-10-batches-py" / "data_batch_2"
+    batch.write_bytes(pickle.dumps({"data": _Payload(marker), "labels": [0]}))
+    with pytest.warns(UserWarning), pytest.raises(DatasetNotFound) as e:
+        load_splits(DatasetConfig(name="cifar10", root=str(tmp_path)))
+    assert not marker.exists() and "refused to load posix.system" in str(e.value)
+
+
 def test_failed_download_is_the_same_clear_error(tmp_path, monkeypatch):
     from torchvision.datasets import MNIST
 
@@ -277,7 +300,8 @@ def test_imagefolder_normalisation_and_channels(tree):
     assert x.min() >= 0 and x.max() <= 1
     default = load_splits(_folder_cfg(tree))  # no model stats: ImageNet's
     xd, _ = next(default.val.batches(12, shuffle=False, generator=None, augment=False))
-    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     torch.testing.assert_close(xd, (x - mean) / std)
     gray = load_splits(_folder_cfg(tree), Preprocess(channels=1, image_size=24))
     xg, _ = next(gray.train.batches(4, shuffle=False, generator=None, augment=True))
@@ -287,14 +311,17 @@ def test_imagefolder_normalisation_and_channels(tree):
 def test_imagefolder_shuffle_follows_the_generator(tree):
     s = load_splits(_folder_cfg(tree))
 
+    def epoch(seed):
+        return list(s.train.batches(16, shuffle=True, generator=torch.Generator().manual_seed(seed), augment=False))
+
     def order(seed):
-        return torch.cat([y for _, y in s.train.batches(16, shuffle=True, generator=torch.Generator().manual_seed(seed), augment=False)])
+        return torch.cat([y for _, y in epoch(seed)])
 
     first = order(5)
     assert torch.equal(first, order(5)) and not torch.equal(first, order(6))
     assert torch.equal(torch.sort(first).values, torch.sort(_ys(s.train)).values)  # a permutation of the split
-    x1 = torch.cat([x for x, _ in s.train.batches(16, shuffle=True, generator=torch.Generator().manual_seed(5), augment=False)])
-    x2 = torch.cat([x for x, _ in s.train.batches(16, shuffle=True, generator=torch.Generator().manual_seed(5), augment=False)])
+    x1 = torch.cat([x for x, _ in epoch(5)])
+    x2 = torch.cat([x for x, _ in epoch(5)])
     assert torch.equal(x1, x2)
 
 
@@ -306,7 +333,8 @@ def test_imagefolder_persistent_worker_matches_in_process(tree):
         gen_a, gen_b = torch.Generator().manual_seed(epoch), torch.Generator().manual_seed(epoch)
         a = list(inproc.train.batches(16, shuffle=True, generator=gen_a, augment=False))
         b = list(pooled.train.batches(16, shuffle=True, generator=gen_b, augment=False))
-        assert all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(a, b)) and len(a) == len(b)
+        assert len(a) == len(b)
+        assert all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(a, b, strict=True))
     loader, _ = pooled.train._loaders[(16, True, False)]
     assert loader.persistent_workers and loader.num_workers == 1 and loader._iterator is not None
     assert len(pooled.train._loaders) == 1

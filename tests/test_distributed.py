@@ -3,8 +3,6 @@ multi-node Ray, and one trial trained by two Ray Train (V2) workers over gloo; p
 sharding and DDP hooks in plain torch."""
 from __future__ import annotations
 
-import os
-import sys
 import threading
 import time
 
@@ -18,7 +16,7 @@ from tests.test_cluster import local_cluster, node_of
 
 
 def test_shards_split_every_epoch_evenly_and_completely():
-    from trainables.data import TensorSplit, shard_order
+    from trainables.core.data import TensorSplit, shard_order
 
     order = torch.randperm(10, generator=torch.Generator().manual_seed(0))
     parts = [shard_order(order, (r, 3)) for r in range(3)]
@@ -38,8 +36,9 @@ def _ddp_worker(rank: int, world: int, port: int, out) -> None:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    from trainables.data import DatasetConfig
-    from trainables.engine import build, fit
+    from trainables.core.data import DatasetConfig
+    from trainables.core.engine import fit
+    from trainables.core.trial import build
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
@@ -48,7 +47,8 @@ def _ddp_worker(rank: int, world: int, port: int, out) -> None:
     reports = []
     fit(model, splits, t, epochs=2, report=lambda m, state: reports.append((m, state())),
         wrap_model=DistributedDataParallel, shard=(rank, world))
-    out.put((rank, [m["train_loss"] for m, _ in reports], {k: v.sum().item() for k, v in reports[-1][1]["model"].items()}))
+    out.put((rank, [m["train_loss"] for m, _ in reports],
+             {k: v.sum().item() for k, v in reports[-1][1]["model"].items()}))
     dist.destroy_process_group()
 
 
@@ -102,7 +102,9 @@ class Timeline(_callback_base()):
 
     def _trial(self, trial):
         cluster, trials, lock = _TIMELINES[self.key]
-        return trials.setdefault(trial.trial_id, {"start": None, "end": None, "gpu": set(), "node": set()}), cluster, lock
+        return (
+            trials.setdefault(trial.trial_id, {"start": None, "end": None, "gpu": set(), "node": set()}), cluster, lock
+        )
 
     def on_trial_start(self, iteration, trials, trial, **info):
         t, _, lock = self._trial(trial)
@@ -166,12 +168,12 @@ def sweep_on(cluster, tmp_path, name, *, epochs=2, limit=300, samples=4, cpu=0.5
     when called still connected)."""
     import ray
 
-    from trainables.spec import load_spec
-    from trainables.sweep import build_tuner
+    from trainables.spec.load import load_spec
+    from trainables.tune.tuner import build_tuner
 
-    spec = load_spec(write(tmp_path / f"{name}.yaml", SPEC.format(name=name, epochs=epochs, limit=limit, samples=samples,
-                                                                  cpu=cpu, gpu=gpu, workers=workers, lr=lr,
-                                                                  scheduler=scheduler)))
+    text = SPEC.format(name=name, epochs=epochs, limit=limit, samples=samples, cpu=cpu, gpu=gpu, workers=workers,
+                       lr=lr, scheduler=scheduler)
+    spec = load_spec(write(tmp_path / f"{name}.yaml", text))
     timeline = Timeline(cluster)
     ray.init(address=cluster.address, log_to_driver=False)
     try:
@@ -212,9 +214,9 @@ def test_two_gloo_workers_train_one_trial_as_well_as_one_worker(gpu_cluster, tmp
     """resources.workers: 2 runs one trial on two Ray Train workers (DDP over gloo, each on
     half of every epoch, batch_size the global batch): metrics each epoch and a checkpoint come
     back to Tune as from a one-worker trial, and it learns digits as well as one worker does."""
-    from trainables.data import DatasetConfig
-    from trainables.engine import run_trial
-    from trainables.trainable import STATE_FILE
+    from trainables.core.checkpoint import load_state
+    from trainables.core.data import DatasetConfig
+    from trainables.core.engine import run_trial
 
     epochs, limit = 5, 600
     config = {"model": "cnn", "filters": [8] * 5, "dense_units": 32, "batch_norm": True, "batch_size": 32, "lr": 3e-3}
@@ -237,7 +239,7 @@ def test_two_gloo_workers_train_one_trial_as_well_as_one_worker(gpu_cluster, tmp
           f"two gloo workers {[round(v, 3) for v in two]} ({t2 - t1:.0f}s with Ray Train start-up)")
     assert two[-1] >= 0.8 and abs(two[-1] - one[-1]) <= 0.1
     with result.checkpoint.as_directory() as d:  # Tune's own checkpoint: what --resume and PBT restore
-        state = torch.load(os.path.join(d, STATE_FILE), map_location="cpu", weights_only=True)
+        state = load_state(d)
     assert state["epoch"] == epochs and not any(k.startswith("module.") for k in state["model"])
     assert not list((tmp_path / "shared/ddp/train_runs").glob("*"))  # Train's copies were dropped
     # ASHA stops a trial that reaches max_t: the trial's Train run was shut down with it, its

@@ -6,8 +6,9 @@ import math
 import torch
 from torch import nn
 
-from trainables.data import DatasetConfig, load_splits
-from trainables.engine import Training, build, count_params, fit, run_trial
+from trainables.core.data import DatasetConfig, load_splits
+from trainables.core.engine import count_params, fit, run_trial
+from trainables.core.trial import Training, build
 
 DIGITS = DatasetConfig(name="digits", image_size=32)
 SMALL = {"model": "cnn", "filters": [8, 16, 16, 32, 32], "lr": 3e-3, "batch_norm": True}

@@ -15,11 +15,12 @@ import torch
 import torchvision
 from torch import nn
 
-from trainables.data import DatasetConfig
-from trainables.engine import Training, build, count_params, run_trial
-from trainables.models import build_model, get_model, model_names
-from trainables.models.finetune import FinetuneModel, layer_table, trainable_layers
-from trainables.models.mnist_modes import SEED_EPOCHS
+from trainables.core.data import DatasetConfig
+from trainables.core.engine import count_params, run_trial
+from trainables.core.models import build_model, get_model, model_names
+from trainables.core.models.finetune import FinetuneModel, layer_table, trainable_layers
+from trainables.core.models.mnist_modes import SEED_EPOCHS
+from trainables.core.trial import Training, build
 
 NUM_CLASSES = 7
 PAIRS = ["cnn_basic", "cnn_modified", "mlp_basic", "mlp_modified", "resnet_basic", "resnet_modified"]
@@ -197,7 +198,7 @@ def test_mnist_mode_architectures():
         m = build_model("mnist_mode", num_classes=10, in_channels=1, image_size=28, mode=mode)
         return (
             len(_modules(m, nn.Conv2d)),
-            [l.out_features for l in _modules(m, nn.Linear)],
+            [lin.out_features for lin in _modules(m, nn.Linear)],
             {type(a) for a in _modules(m, (nn.Sigmoid, nn.ReLU))},
             [d.p for d in _modules(m, nn.Dropout)],
             m,
@@ -218,7 +219,8 @@ def test_mnist_mode_architectures():
 
 
 def test_mnist_mode_defaults_flow_through_engine_build():
-    _, splits, t = build({"model": "mnist_mode", "mode": 3, "batch_size": 32}, DatasetConfig(name="digits", image_size=28), torch.device("cpu"))
+    _, splits, t = build({"model": "mnist_mode", "mode": 3, "batch_size": 32},
+                         DatasetConfig(name="digits", image_size=28), torch.device("cpu"))
     assert (t.lr, t.optimizer, t.momentum, t.batch_size) == (0.03, "sgd", 0.0, 32)  # the sweep overrides batch_size
     assert splits.image_size == 28
 
@@ -304,7 +306,8 @@ def test_finetune_last_k_zero_trains_nothing_is_an_error():
         _finetune(freeze="last_k_trainable", k=0)
 
 
-@pytest.mark.parametrize("backbone,head,width", [("mobilenet_v3_small", "classifier.3", 1024), ("efficientnet_b0", "classifier.1", 1280)])
+@pytest.mark.parametrize("backbone,head,width", [("mobilenet_v3_small", "classifier.3", 1024),
+                                                 ("efficientnet_b0", "classifier.1", 1280)])
 def test_finetune_other_backbones(backbone, head, width):
     model = _finetune(backbone=backbone, freeze="all_but_head")
     assert model.head_name == head and trainable_layers(model) == [f"backbone.{head}"]

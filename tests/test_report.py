@@ -10,10 +10,12 @@ import torch
 import yaml
 
 from tests.helpers import run_cli, write
-from trainables.engine import Retrained
-from trainables.reporting import importances, load_retrained, save_retrained, write_report, yaml_value
-from trainables.results import Sweep, TrialRecord
-from trainables.spec import parse_spec
+from trainables.core.engine import Retrained
+from trainables.report.importance import importances
+from trainables.report.write import write_report, yaml_value
+from trainables.results.read import Sweep, TrialRecord
+from trainables.results.retrained import load_retrained, save_retrained
+from trainables.spec.load import parse_spec
 
 SYNTH = """\
 name: synth
@@ -46,7 +48,8 @@ def synthetic_sweep(path, n: int = 12, seed: int = 0) -> Sweep:
         epochs = 4 if i % 3 else 2
         quality = (math.log10(config["lr"]) + 4) / 2  # 0 .. 1
         rows = [{"epoch": e, "training_iteration": e, "val_acc": 0.3 + 0.5 * quality * e / 4 + 0.01 * rng.random(),
-                 "val_loss": 2 - quality * e / 4, "train_loss": 2.1 - quality * e / 4, "train_acc": 0.3 + 0.6 * quality * e / 4,
+                 "val_loss": 2 - quality * e / 4, "train_loss": 2.1 - quality * e / 4,
+                 "train_acc": 0.3 + 0.6 * quality * e / 4,
                  "time_total_s": 1.5 * e, "config/lr": config["lr"]} for e in range(1, epochs + 1)]
         history = pd.DataFrame(rows)
         status = "completed" if epochs == 4 else "stopped early"
@@ -102,7 +105,8 @@ def test_retrained_model_in_the_report(tmp_path):
     sweep_dir.mkdir(parents=True)
     sweep = synthetic_sweep(sweep_dir)
     best = sweep.best()
-    history = [{"epoch": e, "train_acc": 0.5 + e / 10, "val_acc": 0.4 + e / 10, "train_loss": 1.0 / e} for e in (1, 2, 3, 4)]
+    history = [{"epoch": e, "train_acc": 0.5 + e / 10, "val_acc": 0.4 + e / 10, "train_loss": 1.0 / e}
+               for e in (1, 2, 3, 4)]
     r = Retrained(torch.nn.Linear(4, 2), test_loss=0.4321, test_acc=0.8765, history=history, example=torch.zeros(1, 4),
                   classes=["a", "b"])
     save_retrained(str(sweep_dir), trial_id=best.trial_id, config=best.config, epochs=4, retrained=r)

@@ -18,8 +18,8 @@ DIGITS = ["dataset.name=digits", "dataset.root=null", "dataset.limit=200"]
 @pytest.fixture(scope="module")
 def image_folder(tmp_path_factory) -> Path:
     """train/ and val/ with 3 classes of small coloured images (a stand-in for iNaturalist-12K)."""
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     root = tmp_path_factory.mktemp("inat")
     rng = np.random.default_rng(0)
@@ -95,7 +95,8 @@ def test_every_mnist_mode_learns_on_digits(tune_in_process, tmp_path):
     """Seed 002's modes 2-5 never converged; here each mode reaches val_acc >= 0.90."""
     overrides = ["dataset.name=digits", "dataset.root=null", "epochs=10", "resources.cpu=1", "tracking.enabled=false",
                  "final.report=false"]
-    tune_in_process("run", ROOT / "search_spaces/seed002_mnist_modes.yaml", *[a for o in overrides for a in ("-o", o)], cwd=tmp_path)
+    tune_in_process("run", ROOT / "search_spaces/seed002_mnist_modes.yaml", *[a for o in overrides for a in ("-o", o)],
+                    cwd=tmp_path)
     trials = ExperimentAnalysis(str(tmp_path / "results/seed002-mnist-modes")).trials
     best = {t.config["mode"]: max(t.metric_analysis["val_acc"]["max"], 0) for t in trials}
     assert sorted(best) == [1, 2, 3, 4, 5]

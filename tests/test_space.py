@@ -5,14 +5,16 @@ import optuna
 import pytest
 from ray.tune.search.variant_generator import generate_variants
 
-from trainables.space import Choice, Int, OptunaSpace, Uniform, encode_point, grid_points, parse_param, ray_space
+from trainables.search.optuna import DefineByRun, encode_point
+from trainables.spec.space import Choice, Int, Uniform, grid_points, parse_param
+from trainables.tune.space import ray_space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def _optuna_draws(space, n=200, seed=0):
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-    define = OptunaSpace(space)
+    define = DefineByRun(space)
     out = []
     for _ in range(n):
         trial = study.ask()
@@ -78,7 +80,7 @@ def test_points_to_evaluate_are_encoded_for_optuna():
     study = optuna.create_study()
     study.enqueue_trial(point)
     trial = study.ask()
-    assert OptunaSpace(space)(trial) == {"filters": [16, 16], "lr": 1e-3, "model": "cnn"}
+    assert DefineByRun(space)(trial) == {"filters": [16, 16], "lr": 1e-3, "model": "cnn"}
 
 
 @pytest.mark.parametrize("raw,message", [

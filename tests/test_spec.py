@@ -1,15 +1,13 @@
 """The YAML format: every spec in the repository validates; bad input gets one clear message and exit 2."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from click.testing import CliRunner
 
+from tests.helpers import ROOT, run_cli
 from trainables.cli import cli
 from trainables.errors import SpecError
-from trainables.spec import load_spec, parse_spec
-from tests.helpers import ROOT, run_cli
+from trainables.spec.load import load_spec, parse_spec
 
 SPECS = sorted((ROOT / "search_spaces").glob("*.yaml"))
 
@@ -43,7 +41,8 @@ def test_good_spec_resolves():
 
 
 def test_overrides_set_nested_keys_and_parse_yaml_values():
-    spec = parse_spec(GOOD, overrides=["search.num_samples=2", "parameters.lr={uniform: [0.001, 0.01]}", "dataset.limit=100"])
+    spec = parse_spec(GOOD, overrides=["search.num_samples=2", "parameters.lr={uniform: [0.001, 0.01]}",
+                                       "dataset.limit=100"])
     assert spec.num_samples == 2 and spec.dataset.limit == 100
     assert spec.space["lr"].low == 0.001 and not spec.space["lr"].log
 
@@ -57,16 +56,21 @@ BAD = [
     ("bounds reversed", ["parameters.lr={loguniform: [0.1, 0.001]}"], "parameters.lr.loguniform", "low < high"),
     ("loguniform from 0", ["parameters.lr={loguniform: [0, 0.1]}"], "parameters.lr.loguniform", "low > 0"),
     ("int bounds reversed", ["parameters.dense_units={int: [64, 16]}"], "parameters.dense_units.int", "low <= high"),
-    ("unknown distribution", ["parameters.lr={log_uniform: [0.1, 1]}"], "parameters.lr.log_uniform", "did you mean 'loguniform'"),
+    ("unknown distribution", ["parameters.lr={log_uniform: [0.1, 1]}"], "parameters.lr.log_uniform",
+     "did you mean 'loguniform'"),
     ("unknown model", ["parameters.model=resnet9000"], "parameters.model", "unknown model"),
-    ("unknown model in a choice", ["parameters.model={choice: [cnn, cnnn]}"], "parameters.model.choice[1]", "did you mean 'cnn'"),
-    ("unknown activation", ["parameters.activation={choice: [relu, swish]}"], "parameters.activation.choice[1]", "'relu'"),
-    ("dropout out of range", ["parameters.dropout={choice: [0.1, 1.5]}"], "parameters.dropout.choice[1]", "less than 1"),
+    ("unknown model in a choice", ["parameters.model={choice: [cnn, cnnn]}"], "parameters.model.choice[1]",
+     "did you mean 'cnn'"),
+    ("unknown activation", ["parameters.activation={choice: [relu, swish]}"], "parameters.activation.choice[1]",
+     "'relu'"),
+    ("dropout out of range", ["parameters.dropout={choice: [0.1, 1.5]}"], "parameters.dropout.choice[1]",
+     "less than 1"),
     ("four filters for five blocks", ["parameters.filters=[8, 8, 8, 8]"], "parameters.filters", "5 values"),
     ("unknown hyperparameter", ["parameters.learning_rate=0.1"], "parameters.learning_rate", "unknown hyperparameter"),
     ("unknown dataset", ["dataset.name=imagenet"], "dataset.name", "digits"),
     ("unknown optimizer", ["parameters.optimizer=adamm"], "parameters.optimizer", "sgd"),
-    ("when on a missing parameter", ["parameters.momentum={uniform: [0.1, 0.9], when: {optim: sgd}}"], "parameters.momentum.when", "not a parameter"),
+    ("when on a missing parameter", ["parameters.momentum={uniform: [0.1, 0.9], when: {optim: sgd}}"],
+     "parameters.momentum.when", "not a parameter"),
     ("grid with optuna", ["parameters.dropout={grid: [0.1, 0.2]}"], "parameters.dropout.grid", "optuna"),
     ("grid algorithm over a continuous range", ["search.algorithm=grid"], "parameters.lr", "enumerates"),
     ("pbt with optuna", ["scheduler.name=pbt"], "scheduler.name", "random"),

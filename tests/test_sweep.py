@@ -136,7 +136,9 @@ def test_sigkill_then_resume_finishes_exactly_num_samples(ray_address, tmp_path)
     errors = {t.trial_id: (Path(t.path) / "error.txt").read_text()[-3000:] for t in a.trials
               if t.path and (Path(t.path) / "error.txt").exists()}
     states = [(t.trial_id, t.status, t.last_result.get("training_iteration")) for t in a.trials]
-    assert all(t.status == "TERMINATED" and t.last_result["training_iteration"] == 4 for t in a.trials), (states, errors)
+    assert all(t.status == "TERMINATED" and t.last_result["training_iteration"] == 4 for t in a.trials), (
+        states, errors
+    )
     for name, results in finished.items():  # finished before the kill: not one epoch trained again
         assert (exp / name / "result.json").read_text() == results, (name, out)
 

@@ -14,16 +14,9 @@ import requests
 
 from tests.helpers import free_port, run_cli, write
 from trainables.errors import SpecError
-from trainables.tracking import (
-    PERMANENT,
-    RAY_KEYS,
-    _Sender,
-    check_reachable,
-    metrics_of,
-    param_value,
-    resolve_uri,
-    step_of,
-)
+from trainables.tracking.sender import PERMANENT, Sender
+from trainables.tracking.server import check_reachable, resolve_uri
+from trainables.tracking.values import RAY_KEYS, metrics_of, param_value, step_of
 
 EPOCH_METRICS = {"train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_seconds", "samples_per_second",
                  "trainable_params", "total_params"}
@@ -171,7 +164,7 @@ def test_sender_keeps_what_failed_until_it_arrives():
         raise MlflowException("bad param", error_code=INVALID_PARAMETER_VALUE)
 
     assert "INVALID_PARAMETER_VALUE" in PERMANENT
-    sender = _Sender(said.append, "http://x", lambda: False)
+    sender = Sender(said.append, "http://x", lambda: False)
     sender.submit("a batch", flaky)
     sender.submit("a refused op", refused)
     sender.submit("the next op", lambda: done.append("next"))
@@ -194,8 +187,8 @@ def test_unreachable_server_exits_2_before_any_trial(ray_address, tmp_path):
 
 @pytest.mark.slow
 def test_sweep_review_in_mlflow_report_and_resume(ray_address, mlflow_server, tmp_path):
-    from trainables.results import load_sweep
-    from trainables.spec import load_spec
+    from trainables.results.read import load_sweep
+    from trainables.spec.load import load_spec
 
     name = "review"
     spec = spec_file(tmp_path, name, mlflow_server.uri)
@@ -264,7 +257,7 @@ def test_sweep_review_in_mlflow_report_and_resume(ray_address, mlflow_server, tm
 
 @pytest.mark.slow
 def test_a_server_restarted_mid_sweep_loses_no_metric(ray_address, mlflow_server, tmp_path):
-    from trainables.results import load_sweep
+    from trainables.results.read import load_sweep
 
     server, name = mlflow_server, "restart"
     spec = spec_file(tmp_path, name, server.uri, samples=4, epochs=4, limit=600, retrain="false")

@@ -1,12 +1,13 @@
 """The `tune` command (also `python -m trainables`): our commands plus Ray Tune's own."""
 from __future__ import annotations
 
+import shlex
+import signal
 import sys
-import time
 
 import click
 
-from trainables.errors import SpecError
+from trainables.errors import SpecError, redact
 
 
 def _fail(e: Exception) -> None:
@@ -45,19 +46,27 @@ def cli() -> None:
 overrides_opt = click.option("-o", "--override", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
                              help="Override any key of the spec, e.g. -o search.num_samples=4 (value read as YAML).")
 storage_opt = click.option("--storage", metavar="PATH|URI",
-                           help="Where sweeps are kept (default ./results, or $TRAINABLES_STORAGE); s3://, gs:// or a shared path on a cluster.")
+                           help="Where sweeps are kept (default ./results, or $TRAINABLES_STORAGE); "
+                                "s3://, gs:// or a shared path on a cluster.")
 
 
 @cli.command()
 @click.argument("spec_file", metavar="SPEC.yaml")
 @overrides_opt
-def validate(spec_file, overrides):
-    """Check a spec without running it and print the resolved search space."""
-    from trainables.space import describe
-    from trainables.spec import load_spec
+@click.option("--offline", is_flag=True, help="Skip the checks that need the network (the MLflow server).")
+def validate(spec_file, overrides, offline):
+    """Check a spec without running it: the YAML, the dataset's files (every image decodes), weights
+    files, a custom trainable, and (unless --offline) the MLflow server; print the resolved space."""
+    from trainables.spec.load import load_spec
+    from trainables.spec.preflight import preflight
+    from trainables.spec.space import describe
 
     try:
-        spec = load_spec(spec_file, overrides)
+        spec = preflight(load_spec(spec_file, overrides), say=click.echo)
+        if spec.tracking.enabled and not offline:
+            from trainables.tracking.server import check_reachable, resolve_uri
+
+            check_reachable(resolve_uri(spec.tracking.uri), file=spec.source)
     except SpecError as e:
         _fail(e)
     click.echo(f"{spec_file}: valid. Sweep {spec.name!r}: {spec.num_samples} trial(s) x up to {spec.epochs} epochs, "
@@ -74,7 +83,8 @@ def validate(spec_file, overrides):
 @overrides_opt
 @click.option("--address", envvar="RAY_ADDRESS", metavar="ADDR", help="Join a running Ray cluster (host:port, auto, ray://...).")
 @storage_opt
-@click.option("--resume", is_flag=True, help="Continue the interrupted sweep of the same name (errored trials resumed too).")
+@click.option("--resume", is_flag=True,
+              help="Continue the interrupted sweep of the same name (errored trials resumed too).")
 @click.option("--dry-run", is_flag=True, help="Validate and show the plan, start nothing.")
 def run(spec_file, overrides, address, storage, resume, dry_run):
     """Run the sweep described by SPEC.yaml.
@@ -82,27 +92,46 @@ def run(spec_file, overrides, address, storage, resume, dry_run):
     Exit code 0 when the sweep finished (even if some trials errored), 1 when every trial
     failed, 2 for bad input.
     """
-    from trainables.spec import load_spec
-    from trainables import sweep as sw
+    from trainables.results import layout
+    from trainables.spec.load import load_spec
+    from trainables.spec.preflight import preflight
 
     try:
-        spec = load_spec(spec_file, overrides)
-        path = sw.experiment_dir(spec, storage)
-        if not resume and not dry_run:
-            sw.check_fresh(spec, path)
+        spec = preflight(load_spec(spec_file, overrides), say=click.echo)
+        path = layout.experiment_dir(spec, storage)
+        if resume:
+            layout.check_resumable(spec, path)
+        elif not dry_run:
+            layout.check_fresh(spec, path)
+            layout.check_writable(layout.storage_root(storage))
     except SpecError as e:
         _fail(e)
     click.echo(f"sweep {spec.name!r}: {spec.num_samples} trials, {spec.search.algorithm} + {spec.scheduler.name}, "
                f"{spec.resources.cpu:g} CPU / {spec.resources.gpu:g} GPU per trial")
-    click.echo(f"results: {path}")
+    click.echo(f"results: {redact(path)}")
     if dry_run:
         click.echo("dry run: nothing started.")
         return
+    from trainables.run import run_sweep
+    from trainables.tune.cluster import connect
+    from trainables.tune.interrupt import Interrupted, Interrupts
+
+    again = ["tune", "run", spec_file, *(a for o in overrides for a in ("-o", o)),
+             "--storage", layout.storage_root(storage), *(["--address", address] if address else []), "--resume"]
     try:
-        sw.connect(address)
-        outcome = sw.run_sweep(spec, storage=storage, resume=resume)
+        with layout.lock_for(path).acquire(file=spec.source), Interrupts() as interrupts:
+            try:
+                connect(address)
+            except SystemExit as e:  # ray.init's own SIGTERM handler, while it connects
+                raise Interrupted(e.code) if e.code in (signal.SIGTERM, signal.SIGINT) else e from None
+            interrupts.install()  # again: ray.init replaced the SIGTERM handler
+            outcome = run_sweep(spec, storage=storage, resume=resume, interrupts=interrupts)
     except SpecError as e:
         _fail(e)
+    except Interrupted as e:
+        click.echo(f"interrupted ({e.name}): the sweep's state is saved in {redact(path)}; no report was written "
+                   f"for the unfinished sweep. Continue it with:\n  {redact(shlex.join(again))}", err=True)
+        sys.exit(e.exit_code)
     sys.exit(outcome)
 
 
@@ -113,7 +142,7 @@ def best(sweep, storage):
     """Print the best trial's configuration as YAML, ready to paste as fixed parameters."""
     import yaml
 
-    from trainables.results import load_sweep
+    from trainables.results.read import load_sweep
 
     try:
         s = load_sweep(sweep, storage)
@@ -135,9 +164,9 @@ def best(sweep, storage):
 def report(sweep, storage, out):
     """Write DIR/<name>/ (report.md, report.html, figures/*.png) from a finished or interrupted
     sweep, and attach it to the sweep's MLflow parent run."""
-    from trainables.reporting import write_report
-    from trainables.results import load_sweep
-    from trainables.tracking import attach_report
+    from trainables.report.write import write_report
+    from trainables.results.read import load_sweep
+    from trainables.tracking.models import attach_report
 
     try:
         s = load_sweep(sweep, storage)
@@ -148,7 +177,8 @@ def report(sweep, storage, out):
     except SpecError as e:
         _fail(e)
     figures = sorted((folder / "figures").glob("*.png"))
-    click.echo(f"report: {folder / 'report.md'}, {folder / 'report.html'} and {len(figures)} figures in {folder / 'figures'}")
+    click.echo(f"report: {folder / 'report.md'}, {folder / 'report.html'} and {len(figures)} figures "
+               f"in {folder / 'figures'}")
     click.echo(attach_report(s.path, folder))
 
 

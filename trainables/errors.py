@@ -5,13 +5,40 @@ from __future__ import annotations
 class SpecError(Exception):
     """Bad input. The CLI prints it as one line (or a short list) and exits with code 2."""
 
-    def __init__(self, message: str, *, file: str | None = None, path: str | None = None, line: int | None = None):
+    def __init__(self, message: str, *, file: str | None = None, path: str | None = None, line: int | None = None,
+                 column: int | None = None):
         super().__init__(message)
-        self.message, self.file, self.path, self.line = message, file, path, line
+        self.message, self.file, self.path, self.line, self.column = message, file, path, line, column
 
     def __str__(self) -> str:
         where = self.file or ""
         if self.line is not None:
             where += f", line {self.line}" if where else f"line {self.line}"
+            if self.column is not None:
+                where += f", column {self.column}"
         head = ": ".join(s for s in (where, self.path) if s)
         return f"{head}: {self.message}" if head else self.message
+
+
+def did_you_mean(word, options) -> str:
+    """'; did you mean X?' for the option nearest to word, or ''."""
+    import difflib
+
+    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def short(value, limit: int = 60) -> str:
+    """repr(value), cut to a short prefix: an error message never quotes a whole huge value."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def redact(text: str) -> str:
+    """Text with the credentials of every URI in it elided: user:password@ and secret query values
+    (token=, key=, password=, ...) become ***. For anything printed, logged or saved."""
+    import re
+
+    text = re.sub(r"(?i)\b([a-z][a-z0-9+.-]*://)([^/\s:@]+)(:[^/\s@]*)?@", lambda m: f"{m[1]}***@", text)
+    return re.sub(r"(?i)([?&;](?:[a-z_]*token|[a-z_]*key|password|passwd|pwd|secret|signature|sig|auth|"
+                  r"credential|x-amz-[a-z-]+)=)[^&\s'\"]+", r"\1***", text)

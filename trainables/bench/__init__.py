@@ -76,7 +76,8 @@ def run(*, out: str | os.PathLike = "reports/bench", quick: bool = False, tiny: 
         from trainables.bench import core
 
         attempt([("1", "training core vs bare PyTorch loop", "ratio", ">= 0.95")],
-                lambda: [core.measure(epochs=sizes.core_epochs, repeats=sizes.core_repeats, dataset=sizes.core_dataset)])
+                lambda: [core.measure(epochs=sizes.core_epochs, repeats=sizes.core_repeats,
+                                      dataset=sizes.core_dataset)])
     ray_figures = [f for f in ("2", "3", "4") if f in only]
     if ray_figures:
         folder = Path(work) if work else Path(tempfile.mkdtemp(prefix="tune-bench-"))
@@ -97,7 +98,8 @@ def run(*, out: str | os.PathLike = "reports/bench", quick: bool = False, tiny: 
                                                 short_seconds=sizes.short_seconds, short_trials=sizes.short_trials,
                                                 epoch_seconds=epoch_s))
             if "3" in only:
-                attempt([("3", "search efficiency: TPE+ASHA trial-epochs to random+FIFO's best", "ratio", "<= 0.4 (median)")],
+                attempt([("3", "search efficiency: TPE+ASHA trial-epochs to random+FIFO's best", "ratio",
+                          "<= 0.4 (median)")],
                         lambda: [search.measure(folder / "search", seeds=sizes.seeds, samples=sizes.search_trials,
                                                 epochs=sizes.search_epochs, limit=sizes.search_limit)])
             import ray

@@ -6,7 +6,7 @@
   side by side with `tune run` on the same trials): a function trainable that calls
   `tune.report` once per epoch, Ray's default loggers, no checkpoints, FIFO, a plain `Tuner`
   with `max_concurrent_trials=2`, new actor per trial. Only the model and the data come from
-  this package (`trainables.models`, `trainables.data`), so both runs train exactly the same
+  this package (`trainables.core.models`, `trainables.core.data`), so both runs train exactly the same
   network on exactly the same tensors.
 
     python -m trainables.bench.bare TRIALS.json STORAGE NAME
@@ -46,14 +46,15 @@ def bare_eval(model, loss_fn, x, y) -> tuple[float, float]:
 def bare_setup(config: dict):
     """The model, optimiser and tensors a user's script would set up (from this package's model
     registry and dataset loader, so that they are identical to the platform's)."""
-    from trainables.data import DatasetConfig, load_splits
-    from trainables.models import get_model
+    from trainables.core.data import DatasetConfig, load_splits
+    from trainables.core.models import get_model
 
     entry = get_model("cnn")
     params = entry.params(**config["model"])
     splits = load_splits(DatasetConfig(**config["dataset"]), entry.preprocess(params))
     torch.manual_seed(config.get("seed", 0))
-    model = entry.build(params, num_classes=splits.num_classes, in_channels=splits.in_channels, image_size=splits.image_size)
+    model = entry.build(params, num_classes=splits.num_classes, in_channels=splits.in_channels,
+                        image_size=splits.image_size)
     opt = torch.optim.Adam(model.parameters(), lr=config["lr"])
     return model, opt, nn.CrossEntropyLoss(), splits
 
@@ -68,7 +69,8 @@ def bare_trainable(config: dict) -> None:
         t0 = time.perf_counter()
         bare_epoch(model, opt, loss_fn, x, y, batch_size=config["batch_size"])
         val_loss, val_acc = bare_eval(model, loss_fn, xv, yv)
-        tune.report({"epoch": epoch, "val_loss": val_loss, "val_acc": val_acc, "epoch_seconds": time.perf_counter() - t0})
+        tune.report({"epoch": epoch, "val_loss": val_loss, "val_acc": val_acc,
+                     "epoch_seconds": time.perf_counter() - t0})
 
 
 def main(trials_file: str, storage: str, name: str) -> float:

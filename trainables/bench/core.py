@@ -3,8 +3,9 @@
 Same model (built once, both runs start from the same weights), same tensors, batch size,
 device and threads; the two loops alternate so that drift in the machine's load hits both.
 Images/s counts training images over the whole of each run: the training passes plus the
-per-epoch validation both loops do; the figure compares each side's best run. On a GPU, fit runs in fp32 without channels_last, as
-the bare loop does: this figure measures the loop's own overhead, not those options.
+per-epoch validation both loops do; the figure compares each side's best run. On a GPU, fit
+runs in fp32 without channels_last, as the bare loop does: this figure measures the loop's own
+overhead, not those options.
 """
 from __future__ import annotations
 
@@ -25,10 +26,10 @@ LR = 1e-3
 
 
 def _setup(device: torch.device, dataset: dict):
-    from trainables.engine import build
+    from trainables.core.trial import build
 
     config = {"model": "cnn", **MODEL, "batch_size": BATCH, "lr": LR, "optimizer": "adam"}
-    from trainables.data import DatasetConfig
+    from trainables.core.data import DatasetConfig
 
     model, splits, training = build(config, DatasetConfig(**dataset), device)
     return model, splits, training
@@ -36,7 +37,8 @@ def _setup(device: torch.device, dataset: dict):
 
 def measure(*, epochs: int = 3, repeats: int = 3, device: str | None = None, dataset: dict | None = None,
             threads: int | None = 1) -> Figure:
-    from trainables.engine import fit, pick_device
+    from trainables.core.engine import fit
+    from trainables.core.trial import pick_device
 
     dev = torch.device(device) if device else pick_device()
     if threads and dev.type == "cpu":
@@ -97,9 +99,10 @@ def measure(*, epochs: int = 3, repeats: int = 3, device: str | None = None, dat
             "fit_train_only_images_per_s": statistics.median(f[1] for f in fits),
             "bare_train_only_images_per_s": statistics.median(b[1] for b in bares),
             "fit_runs": [f[0] for f in fits], "bare_runs": [b[0] for b in bares],
-            "paired_ratios": [f[0] / b[0] for f, b in zip(fits, bares)],
+            "paired_ratios": [f[0] / b[0] for f, b in zip(fits, bares, strict=True)],
             "median_ratio": statistics.median(f[0] for f in fits) / statistics.median(b[0] for b in bares),
-            "epochs": epochs, "repeats": repeats, "train_images": n, "batch_size": BATCH, "model": {"model": "cnn", **MODEL},
+            "epochs": epochs, "repeats": repeats, "train_images": n, "batch_size": BATCH,
+            "model": {"model": "cnn", **MODEL},
             "dataset": dataset or DATASET, "threads": torch.get_num_threads(),
         },
     )

@@ -104,7 +104,8 @@ def resident_vs_loader(device: torch.device, *, n: int = 20000, batch: int = 256
     per_loader = {w: timed(loader_epoch, w) for w in loaders}
     best_w = min(per_loader, key=per_loader.get)
     return {"resident_epoch_s": resident, "loader_epoch_s": per_loader[best_w], "loader_workers": best_w,
-            "loader_epoch_s_by_workers": per_loader, "speedup": per_loader[best_w] / resident, "images": n, "batch_size": batch}
+            "loader_epoch_s_by_workers": per_loader, "speedup": per_loader[best_w] / resident, "images": n,
+            "batch_size": batch}
 
 
 # ---- 5b, 5c: ResNet-50 ----------------------------------------------------------------------
@@ -133,13 +134,17 @@ def resnet50_speeds(device: torch.device, *, batch: int = 256, size: int = 224, 
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     out: dict[str, Any] = {"batch_size": batch, "image_size": size, "steps": steps,
-                           "fp32_conv_tf32": torch.backends.cudnn.allow_tf32, "fp32_matmul_tf32": torch.backends.cuda.matmul.allow_tf32}
-    out["fp32"] = images_per_second(resnet50, device, batch=batch, size=size, amp=False, channels_last=False, steps=steps, warmup=warmup)
-    out["bf16_channels_last"] = images_per_second(resnet50, device, batch=batch, size=size, amp=True, channels_last=True,
-                                                  steps=steps, warmup=warmup)
+                           "fp32_conv_tf32": torch.backends.cudnn.allow_tf32,
+                           "fp32_matmul_tf32": torch.backends.cuda.matmul.allow_tf32}
+    out["fp32"] = images_per_second(resnet50, device, batch=batch, size=size, amp=False, channels_last=False,
+                                    steps=steps, warmup=warmup)
+    out["bf16_channels_last"] = images_per_second(resnet50, device, batch=batch, size=size, amp=True,
+                                                  channels_last=True, steps=steps, warmup=warmup)
     if compile:
-        out["bf16_channels_last_compiled"] = images_per_second(resnet50, device, batch=batch, size=size, amp=True,
-                                                               channels_last=True, steps=steps, warmup=warmup, compile=True)
+        out["bf16_channels_last_compiled"] = images_per_second(
+            resnet50, device, batch=batch, size=size, amp=True, channels_last=True, steps=steps, warmup=warmup,
+            compile=True,
+        )
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return out
@@ -173,7 +178,8 @@ def _share_worker(rank: int, device: str, seconds: float, batch: int, n: int, st
     results.put((rank, steps * batch / (time.perf_counter() - t0)))
 
 
-def shared_gpu(device: torch.device, *, trials: int = 4, seconds: float = 15.0, batch: int = 128, n: int = 8192) -> dict[str, Any]:
+def shared_gpu(device: torch.device, *, trials: int = 4, seconds: float = 15.0, batch: int = 128,
+               n: int = 8192) -> dict[str, Any]:
     """Aggregate images/s of `trials` processes training at once on one device, vs one alone."""
     import torch.multiprocessing as mp
 
@@ -181,7 +187,8 @@ def shared_gpu(device: torch.device, *, trials: int = 4, seconds: float = 15.0, 
 
     def run(k: int) -> list[float]:
         start, results = ctx.Barrier(k), ctx.Queue()
-        procs = [ctx.Process(target=_share_worker, args=(r, str(device), seconds, batch, n, start, results)) for r in range(k)]
+        procs = [ctx.Process(target=_share_worker, args=(r, str(device), seconds, batch, n, start, results))
+                 for r in range(k)]
         for p in procs:
             p.start()
         got = [results.get(timeout=seconds + 600) for _ in procs]
@@ -222,7 +229,8 @@ def measure(*, quick: bool, device: str | None = None, on_figure=lambda fig: Non
         try:
             return fn()
         except Exception as e:  # noqa: BLE001 - one failing figure must not hide the others
-            return Figure(i, meta[1], None, meta[2], meta[3], False, device=name, skipped=f"failed: {type(e).__name__}: {e}")
+            return Figure(i, meta[1], None, meta[2], meta[3], False, device=name,
+                          skipped=f"failed: {type(e).__name__}: {e}")
 
     def fig_a():
         d = resident_vs_loader(dev, n=10000 if quick else 50000, epochs=2 if quick else 3)
@@ -235,8 +243,8 @@ def measure(*, quick: bool, device: str | None = None, on_figure=lambda fig: Non
     r50: dict[str, Any] = {}
 
     def fig_b():
-        r50.update(resnet50_speeds(dev, batch=128 if quick else 256, steps=15 if quick else 40, warmup=5 if quick else 10,
-                                   compile=not quick))
+        r50.update(resnet50_speeds(dev, batch=128 if quick else 256, steps=15 if quick else 40,
+                                   warmup=5 if quick else 10, compile=not quick))
         ratio = r50["bf16_channels_last"] / r50["fp32"]
         return Figure("5b", GPU_FIGURES[1][1], ratio, "x", ">= 2x", check(ratio, ">=", 2), device=name,
                       details={"summary": f"{r50['bf16_channels_last']:,.0f} vs {r50['fp32']:,.0f} images/s", **r50})
@@ -248,18 +256,23 @@ def measure(*, quick: bool, device: str | None = None, on_figure=lambda fig: Non
             raise RuntimeError("5b did not measure ResNet-50")
         best_key = max((k for k in r50 if k.startswith("bf16")), key=lambda k: r50[k])
         ips = r50[best_key]
-        return Figure("5c", GPU_FIGURES[2][1], ips, "images/s", "> 2,470 images/s", ips > A100_AMP_IMAGES_PER_S, device=name,
-                      details={"summary": f"{ips / A100_AMP_IMAGES_PER_S:.2f}x the A100 figure ({best_key.replace('_', ' ')}, "
+        return Figure("5c", GPU_FIGURES[2][1], ips, "images/s", "> 2,470 images/s", ips > A100_AMP_IMAGES_PER_S,
+                      device=name,
+                      details={"summary": f"{ips / A100_AMP_IMAGES_PER_S:.2f}x the A100 figure "
+                                          f"({best_key.replace('_', ' ')}, "
                                           f"batch {r50['batch_size']}, synthetic data on the GPU)",
-                               "reference": "NVIDIA DeepLearningExamples ResNet-50 v1.5 PyTorch, A100 80GB AMP, batch 256: 2,470 images/s",
+                               "reference": "NVIDIA DeepLearningExamples ResNet-50 v1.5 PyTorch, A100 80GB AMP, "
+                                            "batch 256: 2,470 images/s",
                                "config": best_key, **r50})
     figs.append(attempt("5c", fig_c))
     on_figure(figs[-1])
 
     def fig_d():
         d = shared_gpu(dev, seconds=8.0 if quick else 20.0)
-        return Figure("5d", GPU_FIGURES[3][1], d["speedup"], "x", ">= 2.5x", check(d["speedup"], ">=", 2.5), device=name,
-                      details={"summary": f"{d['aggregate_images_per_s']:,.0f} vs {d['one_images_per_s']:,.0f} images/s", **d})
+        return Figure("5d", GPU_FIGURES[3][1], d["speedup"], "x", ">= 2.5x", check(d["speedup"], ">=", 2.5),
+                      device=name,
+                      details={"summary": f"{d['aggregate_images_per_s']:,.0f} vs "
+                                          f"{d['one_images_per_s']:,.0f} images/s", **d})
     figs.append(attempt("5d", fig_d))
     on_figure(figs[-1])
     return figs

@@ -93,7 +93,8 @@ def machine() -> dict[str, Any]:
 def describe_machine(m: dict[str, Any]) -> str:
     gpu = f", {m['gpus']}x {m['gpu']}" if m.get("gpu") else ", no GPU"
     load = m.get("load_average")
-    return (f"{m.get('cpu', 'unknown CPU')} ({m.get('cpus_usable')} cores usable){gpu}, {m.get('memory_gb', '?')} GB RAM; "
+    return (f"{m.get('cpu', 'unknown CPU')} ({m.get('cpus_usable')} cores usable){gpu}, "
+            f"{m.get('memory_gb', '?')} GB RAM; "
             f"torch {m.get('torch')}, ray {m.get('ray')}" + (f"; load average {load[0]:.2f} at start" if load else ""))
 
 
@@ -175,7 +176,9 @@ def markdown(data: dict[str, Any]) -> str:
         if f.get("skipped"):
             measured, met = f"skipped: {f['skipped']}", "-"
         else:
-            measured = _fmt(f["value"], f["unit"]) + (f" ({f['details']['summary']})" if f["details"].get("summary") else "")
+            measured = _fmt(f["value"], f["unit"]) + (
+                f" ({f['details']['summary']})" if f["details"].get("summary") else ""
+            )
             met = {True: "yes", False: "**no**", None: "-"}[f["met"]]
         where = f" [{f['device']}]" if f.get("device") else ""
         lines.append(f"| {f['id']} | {f['name']}{where} | {measured} | {f['target']} | {met} |")
@@ -259,7 +262,8 @@ def plots(data: dict[str, Any], folder: Path, stream=None) -> list[Path]:
     gpu = [f for i, f in by_id.items() if i.startswith("5")]
     if gpu:
         fig, ax = plt.subplots(figsize=(6, 3.2))
-        ax.bar([f["id"] for f in gpu], [f["value"] / (2470 if f["unit"] == "images/s" else 1) for f in gpu], color="#72a")
+        ax.bar([f["id"] for f in gpu], [f["value"] / (2470 if f["unit"] == "images/s" else 1) for f in gpu],
+               color="#72a")
         ax.set_ylabel("speed-up (5c: / 2,470 images/s)")
         ax.set_title("5. GPU")
         save(fig, "5_gpu.png")

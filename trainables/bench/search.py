@@ -64,15 +64,16 @@ ASHA = "{name: asha, grace_period: 1, reduction_factor: 3}"
 FIFO = "{name: fifo}"
 
 
-def run_search(work: Path, *, algorithm: str, scheduler: str, seed: int, samples: int, epochs: int, limit: int) -> dict[str, Any]:
+def run_search(work: Path, *, algorithm: str, scheduler: str, seed: int, samples: int, epochs: int,
+               limit: int) -> dict[str, Any]:
     """One sweep through build_tuner; its results in arrival order: [(trial_id, epoch, val_acc)]."""
-    from trainables.spec import parse_spec
-    from trainables.sweep import build_tuner
+    from trainables.spec.load import parse_spec
+    from trainables.tune.tuner import build_tuner
 
     sched_name = "asha" if scheduler == ASHA else "fifo"
     name = f"bench-search-{algorithm}-{sched_name}-{seed}"
-    text = SPACE.format(name=name, algorithm=algorithm, scheduler_name=sched_name, seed=seed, limit=limit, epochs=epochs,
-                        samples=samples, scheduler=scheduler)
+    text = SPACE.format(name=name, algorithm=algorithm, scheduler_name=sched_name, seed=seed, limit=limit,
+                        epochs=epochs, samples=samples, scheduler=scheduler)
     spec = parse_spec(text, file=f"<{name}>")
     arrived: list[tuple[str, int, float]] = []
     started = threading.Event()
@@ -114,7 +115,7 @@ def compare(random_results, tpe_results) -> dict[str, Any]:
 def measure(work: Path, *, seeds: int = 5, samples: int = 12, epochs: int = 6, limit: int = 400) -> Figure:
     from concurrent.futures import ThreadPoolExecutor
 
-    from trainables.sweep import connect
+    from trainables.tune.tuner import connect
 
     connect(None)  # RAY_ADDRESS: the bench's head (once, before the threads)
     rows = []
@@ -132,12 +133,21 @@ def measure(work: Path, *, seeds: int = 5, samples: int = 12, epochs: int = 6, l
     median = statistics.median(ratios)
     finite = [r for r in ratios if math.isfinite(r)]
     reached = len(finite)
-    spread = f"min {min(ratios):.2f}, max {max(ratios):.2f}" if reached == len(ratios) else \
-        (f"min {min(finite):.2f}; not reached in {len(ratios) - reached} of {len(ratios)} seeds" if finite else "never reached")
+    if reached == len(ratios):
+        spread = f"min {min(ratios):.2f}, max {max(ratios):.2f}"
+    elif finite:
+        spread = f"min {min(finite):.2f}; not reached in {len(ratios) - reached} of {len(ratios)} seeds"
+    else:
+        spread = "never reached"
     return Figure(
-        "3", "search efficiency: TPE+ASHA trial-epochs to random+FIFO's best", median if math.isfinite(median) else None,
+        "3", "search efficiency: TPE+ASHA trial-epochs to random+FIFO's best",
+        median if math.isfinite(median) else None,
         "ratio", "<= 0.4 (median)", check(median, "<=", 0.4) if math.isfinite(median) else False, device="cpu",
-        details={"summary": f"median over {seeds} seeds; {spread}", "seeds": [dict(r, ratio=r["ratio"] if math.isfinite(r["ratio"]) else None) for r in rows],
-                 "setup": f"digits (limit {limit} training images), {samples} trials x {epochs} epochs each side, "
-                          f"2 at a time; ASHA grace 1, reduction factor 3", "space": SPACE.split("parameters:")[1].split("search:")[0].strip()},
+        details={
+            "summary": f"median over {seeds} seeds; {spread}",
+            "seeds": [dict(r, ratio=r["ratio"] if math.isfinite(r["ratio"]) else None) for r in rows],
+            "setup": f"digits (limit {limit} training images), {samples} trials x {epochs} epochs each side, "
+                     f"2 at a time; ASHA grace 1, reduction factor 3",
+            "space": SPACE.split("parameters:")[1].split("search:")[0].strip(),
+        },
     )

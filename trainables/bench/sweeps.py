@@ -4,7 +4,6 @@ one), one after the other; figure 3 runs our sweep code in this process."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import statistics
@@ -59,7 +58,7 @@ class RayHead:
                 break
             except OSError:
                 if self.proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"the bench's Ray head did not start (see {self.log})")
+                    raise RuntimeError(f"the bench's Ray head did not start (see {self.log})") from None
                 time.sleep(0.2)
         self.address = f"127.0.0.1:{port}"
         os.environ["RAY_ADDRESS"] = self.address
@@ -176,8 +175,9 @@ def calibrate_epoch_seconds() -> float:
     least the seconds asked for, which favours no side (the ideal is measured, not assumed)."""
     import torch
 
-    from trainables.data import DatasetConfig
-    from trainables.engine import build, fit
+    from trainables.core.data import DatasetConfig
+    from trainables.core.engine import fit
+    from trainables.core.trial import build
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -191,7 +191,8 @@ def calibrate_epoch_seconds() -> float:
         torch.set_num_threads(threads)
 
 
-def run_pair(work: Path, *, name: str, trials: int, epochs: int, report: bool, order=("ours", "bare")) -> dict[str, Any]:
+def run_pair(work: Path, *, name: str, trials: int, epochs: int, report: bool,
+             order=("ours", "bare")) -> dict[str, Any]:
     """The same trials through `tune run` (MLflow on, report as asked) and the bare Ray Tune script."""
     work.mkdir(parents=True, exist_ok=True)
     lrs = _lrs(trials)
@@ -208,7 +209,8 @@ def run_pair(work: Path, *, name: str, trials: int, epochs: int, report: bool, o
             r = run_command([sys.executable, "-m", "trainables", "run", str(spec), "--storage", str(work / "results")],
                             cwd=work, log=work / f"{name}-ours.log")
             folder = work / "results" / name
-            saved = json.loads((folder / "mlflow_run.json").read_text()) if (folder / "mlflow_run.json").is_file() else {}
+            saved = (json.loads((folder / "mlflow_run.json").read_text())
+                     if (folder / "mlflow_run.json").is_file() else {})
             fit = saved.get("wall_seconds")
             if fit is None:  # tracking off or unreadable: the summary line's whole seconds
                 m = re.search(r"errored in (\d+)s", r["output"])
@@ -229,8 +231,8 @@ def run_pair(work: Path, *, name: str, trials: int, epochs: int, report: bool, o
                      "ideal_seconds": train_s / CONCURRENCY, "trials": len(results), "epochs_per_trial": epochs_done,
                      "driver_peak_rss_mb": r["peak_rss_mb"], "driver_cpu_seconds": r["cpu_seconds"]}
         if len(results) != trials or epochs_done != [epochs]:
-            raise RuntimeError(f"{who} run of {name}: expected {trials} trials of {epochs} epochs, found {len(results)} "
-                               f"with {epochs_done} epochs in {folder}")
+            raise RuntimeError(f"{who} run of {name}: expected {trials} trials of {epochs} epochs, "
+                               f"found {len(results)} with {epochs_done} epochs in {folder}")
     return runs
 
 
@@ -254,8 +256,10 @@ def overhead(work: Path, *, quick: bool, seconds_per_trial: float = 10.0, trials
     shape = f"{trials} trials x {epochs} epochs (~{epochs * epoch_s:.0f} s), FIFO, {CONCURRENCY} at a time"
     ratio = ours["fit_seconds"] / ours["ideal_seconds"]
     bare_ratio = bare["fit_seconds"] / bare["ideal_seconds"]
-    fig_a = Figure("2a", "sweep wall time / ideal (tune run)", ratio, "ratio", "<= 1.2", check(ratio, "<=", 1.2), device="cpu",
-                   details={"summary": f"{ours['fit_seconds']:.1f} s vs ideal {ours['ideal_seconds']:.1f} s; bare Ray Tune {bare_ratio:.2f}",
+    fig_a = Figure("2a", "sweep wall time / ideal (tune run)", ratio, "ratio", "<= 1.2", check(ratio, "<=", 1.2),
+                   device="cpu",
+                   details={"summary": f"{ours['fit_seconds']:.1f} s vs ideal {ours['ideal_seconds']:.1f} s; "
+                                       f"bare Ray Tune {bare_ratio:.2f}",
                             "shape": shape, "epoch_seconds_calibrated": epoch_s, "fit_seconds": ours["fit_seconds"],
                             "ideal_seconds": ours["ideal_seconds"], "command_seconds": ours["command_seconds"],
                             "bare_ratio": bare_ratio, "runs": main, "averaged_over_orders": not quick})
@@ -264,7 +268,8 @@ def overhead(work: Path, *, quick: bool, seconds_per_trial: float = 10.0, trials
                    check(cmd_ratio, "<=", 1.0), device="cpu",
                    details={"summary": f"{ours['command_seconds']:.1f} s vs {bare['command_seconds']:.1f} s; "
                                        f"sweeps alone {ours['fit_seconds']:.1f} s vs {bare['fit_seconds']:.1f} s",
-                            "shape": shape, "command_seconds": ours["command_seconds"], "bare_command_seconds": bare["command_seconds"],
+                            "shape": shape, "command_seconds": ours["command_seconds"],
+                            "bare_command_seconds": bare["command_seconds"],
                             "fit_seconds": ours["fit_seconds"], "bare_fit_seconds": bare["fit_seconds"],
                             "bare_ideal_seconds": bare["ideal_seconds"],
                             "fit_ratio": ours["fit_seconds"] / bare["fit_seconds"]})
@@ -273,11 +278,11 @@ def overhead(work: Path, *, quick: bool, seconds_per_trial: float = 10.0, trials
         return (run["fit_seconds"] * CONCURRENCY - run["training_seconds"]) / short_trials
 
     po, pb = per_trial(short["ours"]), per_trial(short["bare"])
-    fig_c = Figure("2c", "per-trial overhead, 2-second trials (tune run)", po, "s", "< bare Ray Tune's", check(po, "<=", pb),
-                   device="cpu",
+    fig_c = Figure("2c", "per-trial overhead, 2-second trials (tune run)", po, "s", "< bare Ray Tune's",
+                   check(po, "<=", pb), device="cpu",
                    details={"summary": f"bare Ray Tune {pb:.2f} s", "bare_seconds_per_trial": pb,
-                            "shape": f"{short_trials} trials x {short_epochs} epochs (~{short_epochs * epoch_s:.1f} s), "
-                                     f"FIFO, {CONCURRENCY} at a time",
+                            "shape": f"{short_trials} trials x {short_epochs} epochs "
+                                     f"(~{short_epochs * epoch_s:.1f} s), FIFO, {CONCURRENCY} at a time",
                             "definition": "(sweep wall x concurrency - sum of epoch_seconds) / trials", "runs": short})
     return [fig_a, fig_b, fig_c]
 
@@ -301,7 +306,8 @@ def memory(work: Path, *, overrides: tuple[str, ...] = ()) -> list[Figure]:
     and of every trial process, for the quickstart."""
     from trainables.bench.output import skipped
 
-    names = (("4a", "peak memory: driver (tune run quickstart)"), ("4b", "peak memory: each trial process (quickstart)"))
+    names = (("4a", "peak memory: driver (tune run quickstart)"),
+             ("4b", "peak memory: each trial process (quickstart)"))
     spec = quickstart_spec()
     if spec is None:
         return [skipped(i, n, "MB", "<= 1536 MB", "search_spaces/quickstart.yaml not found (run from the checkout)")
@@ -318,7 +324,8 @@ def memory(work: Path, *, overrides: tuple[str, ...] = ()) -> list[Figure]:
                            + r["output"][-3000:])
     peaks = sorted(trials.peaks.values(), reverse=True)
     ran = "quickstart" + (f" with {' '.join(overrides)}" if overrides else "")
-    driver = Figure("4a", names[0][1], r["peak_rss_mb"], "MB", "<= 1536 MB", check(r["peak_rss_mb"], "<=", MEMORY_TARGET_MB),
+    driver = Figure("4a", names[0][1], r["peak_rss_mb"], "MB", "<= 1536 MB",
+                    check(r["peak_rss_mb"], "<=", MEMORY_TARGET_MB),
                     device="cpu", details={"summary": f"{ran}; MLflow logging and report included", "run": ran,
                                            "command_seconds": r["seconds"]})
     top = peaks[0] if peaks else None

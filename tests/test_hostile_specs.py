@@ -1,0 +1,212 @@
+"""Hostile and mistaken specs: each class of bad input ends in exit 2 and one message naming the file,
+the key path and the line (never a traceback, never a silently different spec), quickly."""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.helpers import ROOT, write
+from trainables.cli import cli
+from trainables.errors import SpecError
+from trainables.spec.load import load_spec, parse_spec
+
+GOOD = """\
+name: t
+dataset: {name: digits}
+epochs: 3
+parameters:
+  model: cnn
+  lr: {loguniform: [1.0e-4, 1.0e-2]}
+  filters: {choice: [[8, 8, 8, 8, 8], [16, 16, 16, 16, 16]]}
+  optimizer: {choice: [adam, sgd]}
+  momentum: {uniform: [0.5, 0.9], when: {optimizer: sgd}}
+  dense_units: {int: [16, 64], step: 16}
+search: {num_samples: 4}
+"""
+
+
+def _error(text: str | bytes, tmp_path, *overrides: str) -> SpecError:
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(SpecError) as exc:
+        load_spec(path, overrides)
+    return exc.value
+
+
+# ---- 1. reading the YAML ------------------------------------------------------------------
+
+def test_duplicate_keys_name_the_key_and_both_lines(tmp_path):
+    e = _error(GOOD + "epochs: 5\n", tmp_path)
+    assert "duplicate key 'epochs'" in str(e) and "line 3" in str(e) and e.line == 12
+
+
+def test_duplicate_keys_inside_a_parameter(tmp_path):
+    e = _error(GOOD.replace("{uniform: [0.5, 0.9],", "{uniform: [0.5, 0.9], uniform: [0.1, 0.2],"), tmp_path)
+    assert "duplicate key 'uniform'" in str(e) and e.line == 9
+
+
+def test_alias_bomb_is_refused_quickly(tmp_path):
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+        for p, c in zip("abcdefgh", "bcdefghi", strict=True))
+    t0 = time.perf_counter()
+    e = _error(bomb, tmp_path)
+    assert time.perf_counter() - t0 < 2 and "aliases" in str(e) and "too large" in str(e)
+
+
+def test_deep_nesting_is_refused(tmp_path):
+    e = _error("name: t\nparameters: {x: " + "[" * 5000 + "]" * 5000 + "}\n", tmp_path)
+    assert "deep" in str(e)
+
+
+def test_a_huge_file_is_refused_before_it_is_parsed(tmp_path):
+    t0 = time.perf_counter()
+    e = _error(GOOD + "description: '" + "x" * 3_000_000 + "'\n", tmp_path)
+    assert time.perf_counter() - t0 < 1 and "at most" in str(e)
+
+
+def test_bytes_that_are_not_utf8_are_named_by_line_and_column(tmp_path):
+    e = _error(GOOD.encode().replace(b"adam, sgd", b"ad\xe9m, sgd"), tmp_path)
+    assert e.line == 8 and e.column == 26 and "line 8, column 26" in str(e) and "0xe9" in str(e)
+
+
+def test_control_characters_are_named_by_line_and_column(tmp_path):
+    e = _error(GOOD.replace("name: t", "name: t\x07"), tmp_path)
+    assert e.line == 1 and e.column == 8 and "position" not in str(e)
+
+
+def test_tabs_are_named_by_line(tmp_path):
+    e = _error(GOOD.replace("  model: cnn", "\tmodel: cnn"), tmp_path)
+    assert e.line == 5 and "tab" in str(e)
+
+
+def test_several_documents_are_refused(tmp_path):
+    e = _error(GOOD + "---\nname: u\n", tmp_path)
+    assert e.line == 12 and "more than one YAML document" in str(e)
+
+
+def test_exponent_numbers_are_numbers_in_files_and_in_overrides(tmp_path):
+    spec = load_spec(write(tmp_path / "s.yaml", GOOD.replace("1.0e-4", "1e-4")),
+                     ["parameters.lr={loguniform: [1e-4, 1e-2]}", "parameters.momentum={uniform: [5e-1, 9E-1]}"])
+    assert spec.space["lr"].low == 1e-4 and spec.space["lr"].high == 1e-2
+    assert spec.space["momentum"].high == 0.9
+
+
+def test_the_readme_override_of_lr_is_accepted():
+    spec = parse_spec(GOOD, overrides=["parameters.lr={loguniform: [1e-4, 1e-2]}"])
+    assert spec.space["lr"].log
+
+
+def test_messages_quote_only_a_prefix_of_a_long_value():
+    with pytest.raises(SpecError) as exc:
+        parse_spec(GOOD, overrides=["epochs=" + "x" * 100_000])
+    assert len(str(exc.value)) < 300
+
+
+# ---- 2. the spec as a whole ----------------------------------------------------------------
+
+@pytest.mark.parametrize("override,path,words", [
+    ("parameters.momentum={uniform: [0.5, 0.9], when: {optim: sgd}}", "parameters.momentum.when", "not a parameter"),
+    ("parameters.momentum={uniform: [0.5, 0.9], when: {optimizer: sdg}}", "parameters.momentum.when", "never hold"),
+    ("parameters.momentum={uniform: [0.5, 0.9], when: {dense_units: 20}}", "parameters.momentum.when", "never hold"),
+    ("parameters.momentum={uniform: [0.5, 0.9], when: {momentum: 0.6}}", "parameters.momentum.when", "cycle"),
+])
+def test_every_when_is_checked_and_blames_its_parameter(override, path, words):
+    with pytest.raises(SpecError) as exc:
+        parse_spec(GOOD, file="bad.yaml", overrides=[override])
+    assert f" {path}:" in str(exc.value) and words in str(exc.value)
+
+
+def test_a_cycle_blames_a_parameter_in_it_not_the_first_conditional():
+    with pytest.raises(SpecError) as exc:
+        parse_spec(GOOD, overrides=["parameters.weight_decay={choice: [0.0, 0.1], when: {label_smoothing: 0.1}}",
+                                    "parameters.label_smoothing={choice: [0.0, 0.1], when: {weight_decay: 0.1}}"])
+    assert "parameters.momentum" not in str(exc.value) and "cycle" in str(exc.value)
+
+
+@pytest.mark.parametrize("overrides,path,words", [
+    (["scheduler.name=pbt", "search.algorithm=grid", "parameters.lr={choice: [0.001, 0.01]}"], "scheduler.name",
+     "random"),
+    (["scheduler.name=pbt", "search.algorithm=random"], "parameters.momentum", "conditional"),
+    (["search.points_to_evaluate=[{lr: fast}]"], "search.points_to_evaluate[0].lr", "cannot be"),
+    (["search.points_to_evaluate=[{dense_units: 20}]"], "search.points_to_evaluate[0].dense_units", "cannot be"),
+    (["search.points_to_evaluate=[{momentum: 0.6, optimizer: adam}]"], "search.points_to_evaluate[0].momentum",
+     "only when"),
+    (["search.algorithm=grid", "parameters.lr={choice: [0.001]}", "parameters.momentum=0.9",
+      "search.points_to_evaluate=[{optimizer: adam}]"],
+     "search.points_to_evaluate[0]", "missing"),
+    (["search.algorithm=random", "parameters.dense_units={grid: [16, 32], when: {optimizer: sgd}}"],
+     "parameters.dense_units.when", "grid"),
+    (["resources.cpu=.inf"], "resources.cpu", "finite"),
+    (["resources.gpu=.nan"], "resources.gpu", "finite"),
+    (["search.seed=-1"], "search.seed", "greater than or equal to 0"),
+    (["search.seed=99999999999999"], "search.seed", "less than or equal"),
+    (["parameters.lr={uniform: [0, .inf]}"], "parameters.lr.uniform", "finite"),
+    (["search.algorithm=grid", "parameters.lr={choice: [0.1]}", "parameters.momentum=0.9",
+      "parameters.seed={int: [0, 100000000]}"],
+     "parameters", "combinations"),
+    (["search.num_samples=1000000000"], "search.num_samples", "less than or equal"),
+])
+def test_combinations_and_sizes_are_refused_up_front(overrides, path, words):
+    with pytest.raises(SpecError) as exc:
+        t0 = time.perf_counter()
+        parse_spec(GOOD, file="bad.yaml", overrides=overrides)
+    assert time.perf_counter() - t0 < 2
+    assert f" {path}:" in str(exc.value) and words in str(exc.value), str(exc.value)
+
+
+# ---- 8. mutated specs: exit 0 or 2, never a traceback, bounded time -------------------------
+
+SEEDS = [GOOD] + [p.read_text() for p in sorted((ROOT / "search_spaces").glob("*.yaml"))]
+HOSTILE = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-2**70, max_value=2**70), st.floats(allow_nan=True),
+    st.text(max_size=30), st.sampled_from([".inf", "-.nan", "1e309", "[]", "{}", "*x", "&x", "!!python/none", "~",
+                                          "{choice: []}", "{int: [1]}", "{when: {}}", "x" * 5000, "\x00", "\t"]),
+    st.lists(st.integers(), max_size=4), st.dictionaries(st.text(max_size=5), st.integers(), max_size=3),
+)
+
+
+def _mutate(text: str, data) -> str:
+    lines = text.splitlines()
+    op = data.draw(st.sampled_from(["drop", "duplicate", "retype", "stretch", "corrupt", "indent"]))
+    i = data.draw(st.integers(0, max(len(lines) - 1, 0)))
+    if not lines:
+        return text
+    line = lines[i]
+    if op == "drop":
+        del lines[i]
+    elif op == "duplicate":
+        lines.insert(i, line)
+    elif op == "retype" and ":" in line:
+        key = line.split(":", 1)[0]
+        lines[i] = f"{key}: {data.draw(HOSTILE)!s}"
+    elif op == "stretch":
+        lines[i] = line + data.draw(st.sampled_from(["0" * 40, "9" * 400, ", " * 50, "e999"]))
+    elif op == "corrupt":
+        j = data.draw(st.integers(0, len(line)))
+        lines[i] = line[:j] + data.draw(st.text(min_size=1, max_size=3)) + line[j:]
+    else:
+        lines[i] = data.draw(st.sampled_from([" ", "  ", "\t", "    "])) + line
+    return "\n".join(lines) + "\n"
+
+
+@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 300)), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+def test_mutated_specs_end_in_a_valid_plan_or_exit_2(tmp_path, data):
+    text = data.draw(st.sampled_from(SEEDS))
+    for _ in range(data.draw(st.integers(1, 3))):
+        text = _mutate(text, data)
+    path = tmp_path / "mutant.yaml"
+    path.write_bytes(text.encode("utf-8", errors="replace"))
+    t0 = time.perf_counter()
+    result = CliRunner().invoke(cli, ["validate", str(path)])
+    assert time.perf_counter() - t0 < 10
+    assert result.exit_code in (0, 2), f"exit {result.exit_code}\n{text}\n{result.output}\n{result.exception!r}"
+    if result.exit_code == 2:
+        assert "Traceback" not in result.output and "error:" in result.output

@@ -1,0 +1,1 @@
+"""Pure PyTorch: layers, models, datasets, the training loop. No ray, mlflow or matplotlib."""

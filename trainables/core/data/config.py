@@ -1,0 +1,52 @@
+"""The `dataset:` section of a spec (DatasetConfig), the missing-files error and the default data folder."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DatasetName = Literal["digits", "mnist", "cifar10", "imagefolder", "inaturalist", "fake"]
+
+
+class DatasetConfig(BaseModel):
+    """The `dataset:` section of a spec."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    name: DatasetName = "digits"
+    root: str | None = None  # folder holding the files (mnist, cifar10, image folders)
+    image_size: int | None = Field(default=None, ge=1, le=4096)  # None: the dataset's own default
+    val_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)  # of the training split, stratified
+    test_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)  # only for datasets without a test split
+    limit: int | None = Field(default=None, ge=10)  # keep at most this many training images (smoke runs)
+    download: bool = False  # mnist / cifar10: fetch into root where a network exists
+    num_classes: int = Field(default=10, ge=2, le=100_000)  # fake only
+    num_samples: int = Field(default=600, ge=20, le=10_000_000)  # fake only
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)  # the split seed: identical splits in every trial
+    workers: int | None = Field(default=None, ge=0, le=64)  # image folders: DataLoader workers (None: min(4, CPUs))
+    # image folders: images that do not decode are left out (with a warning and a count) instead of refused
+    skip_bad_images: bool = False
+    exclude: list[str] = []  # image folders: files left out (paths under root); the driver fills it
+
+    @field_validator("root")
+    @classmethod
+    def _absolute(cls, v: str | None) -> str | None:
+        # Made absolute where the spec is read (the driver): Ray runs trials in their own cwd.
+        return os.path.abspath(os.path.expanduser(v)) if v else v
+
+    @model_validator(mode="after")
+    def _root_needed(self) -> "DatasetConfig":
+        if self.name in ("imagefolder", "inaturalist") and not self.root:
+            raise ValueError(
+                f"dataset {self.name!r} needs `root`: a folder with train/ (and val/ or test/) class folders")
+        return self
+
+
+class DatasetNotFound(ValueError):
+    """A dataset's files are not where the spec points; the message says what to put where."""
+
+
+# mnist / cifar10 without `root`: an absolute folder, since Ray may run trials in another cwd.
+DEFAULT_ROOT = Path(os.environ.get("TRAINABLES_DATA", "~/.cache/trainables/data")).expanduser()

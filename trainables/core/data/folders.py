@@ -1,0 +1,199 @@
+"""Image folders (train/<class>/*.jpg, val/ or test/): their layout, transforms and FolderSplit.
+
+Unlike the built-in datasets, an image folder is streamed: DataLoader workers decode and
+transform the files into uint8 batches, made float and normalised on the device.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from trainables.core.data.config import DatasetConfig, DatasetNotFound
+from trainables.core.data.tensors import Splits, image_size_for, shard_order, split_indices
+from trainables.core.models.registry import Preprocess
+
+# Without the model's own statistics (an ImageNet backbone gives them), folders are normalised by
+# ImageNet's: per-dataset statistics would need a full decoding pass over every image in every
+# trial process, and natural photos (iNaturalist) sit close to ImageNet's anyway.
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD = (0.449,), (0.226,)  # channel averages, for 1-channel input
+FOLDER_DEFAULT_SIZE = 224  # ImageNet's; `image_size` in the spec for faster from-scratch sweeps
+CROP_SCALE = (0.25, 1.0)  # RandomResizedCrop: milder than ImageNet's 0.08, for ~10k-image datasets
+
+_LAYOUT = ("{root}/train/<class>/<image>.jpg with one folder per class, "
+           "and optionally {root}/val/ (or test/) laid out the same as the test split")
+
+
+def _auto_workers() -> int:
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(4, cpus)
+
+
+def _image_transform(size: int, augment: bool):
+    """PIL image -> uint8 (C, size, size) tensor; floats and normalisation happen on the device."""
+    from torchvision import transforms as T
+
+    if augment:
+        head = [T.RandomResizedCrop(size, scale=CROP_SCALE), T.RandomHorizontalFlip()]
+    else:
+        head = [T.Resize(size), T.CenterCrop(size)]  # short side to size, then the centre square
+    return T.Compose([*head, T.PILToTensor()])
+
+
+class _ImageFiles(torch.utils.data.Dataset):
+    def __init__(self, samples: list[tuple[str, int]], transform, mode: str):
+        self.samples, self.transform, self.mode = samples, transform, mode
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        path, label = self.samples[i]
+        with Image.open(path) as img:
+            return self.transform(img.convert(self.mode)), label  # convert: grayscale <-> RGB as asked
+
+
+class _Order(torch.utils.data.Sampler[int]):
+    """The epoch's index order, set just before iterating (from the engine's seeded generator);
+    lives in the main process, so it works with persistent workers too. None: 0..n-1."""
+
+    def __init__(self, n: int):
+        self.n, self.order = n, None
+
+    def __len__(self) -> int:
+        return self.n if self.order is None else len(self.order)
+
+    def __iter__(self):
+        return iter(range(self.n) if self.order is None else self.order.tolist())
+
+
+class FolderSplit:
+    """A split of an image folder: files decoded and transformed by DataLoader workers into uint8
+    batches (4x less to copy and pin than floats), made float and normalised on the device."""
+
+    def __init__(self, samples: list[tuple[str, int]], *, image_size: int, mode: str, mean, std,
+                 workers: int, seed: int = 0, device: torch.device | str = "cpu"):
+        self.samples, self.image_size, self.mode, self.workers, self.seed = samples, image_size, mode, workers, seed
+        self.mean_std = (tuple(mean), tuple(std))
+        self.device = torch.device(device)
+        self._mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1).to(self.device)
+        self._std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1).to(self.device)
+        self._loaders: dict[tuple[int, bool, bool], tuple[torch.utils.data.DataLoader, _Order]] = {}
+        self._moved: dict[str, FolderSplit] = {}  # to() results: a reused trial actor keeps its workers
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def labels(self) -> list[int]:
+        return [y for _, y in self.samples]
+
+    def to(self, device: torch.device | str) -> "FolderSplit":
+        device = torch.device(device)
+        if device == self.device:
+            return self
+        if str(device) not in self._moved:
+            self._moved[str(device)] = FolderSplit(
+                self.samples, image_size=self.image_size, mode=self.mode, mean=self.mean_std[0],
+                std=self.mean_std[1], workers=self.workers, seed=self.seed, device=device)
+        return self._moved[str(device)]
+
+    def _loader(self, batch_size: int, shuffle: bool, augment: bool):
+        """One DataLoader per (batch_size, shuffle, augment), kept so persistent workers live across epochs."""
+        key = (batch_size, shuffle, augment)
+        if key not in self._loaders:
+            order = _Order(len(self.samples))
+            files = _ImageFiles(self.samples, _image_transform(self.image_size, augment), self.mode)
+            loader = torch.utils.data.DataLoader(
+                files, batch_size=batch_size, sampler=order, num_workers=self.workers,
+                pin_memory=self.device.type == "cuda", persistent_workers=self.workers > 0,
+                generator=torch.Generator().manual_seed(self.seed),  # worker seeds without touching the global RNG
+            )
+            self._loaders[key] = (loader, order)
+        return self._loaders[key]
+
+    def batches(self, batch_size, *, shuffle, generator=None, augment=False, shard=None):
+        loader, order = self._loader(batch_size, shuffle, augment)
+        order.order = torch.randperm(len(self.samples), generator=generator) if shuffle else None
+        if shard is not None:  # data-parallel: this worker's part of the epoch's order
+            whole = order.order if order.order is not None else torch.arange(len(self.samples))
+            order.order = shard_order(whole, shard)
+        pinned = loader.pin_memory
+        for x, y in loader:
+            x = x.to(self.device, non_blocking=pinned).float().div_(255).sub_(self._mean).div_(self._std)
+            yield x, y.to(self.device, non_blocking=pinned)
+
+
+def _folder_layout(cfg: DatasetConfig) -> tuple[Path, Path | None]:
+    """(train/, val/ or test/ or None); a root holding a single dataset folder is entered
+    (nature_12K/ -> nature_12K/inaturalist_12K/, as the iNaturalist zip unpacks)."""
+    root = Path(cfg.root).expanduser()
+    if not (root / "train").is_dir() and root.is_dir():
+        inner = [d for d in root.iterdir() if (d / "train").is_dir()]
+        root = inner[0] if len(inner) == 1 else root
+    train = root / "train"
+    if not train.is_dir():
+        if not root.is_dir():
+            where = "does not exist"
+        else:
+            where = f"has no train/ folder (it holds: {sorted(d.name for d in root.iterdir())[:10]})"
+        raise DatasetNotFound(f"{cfg.name}: {root} {where}; expected {_LAYOUT.format(root=root)}")
+    test = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
+    return train, test
+
+
+def _scan(train_dir: Path, test_dir: Path | None):
+    """(classes sorted by folder name, train samples, test samples or None) as (path, label) lists."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+
+    classes = sorted(d.name for d in train_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise DatasetNotFound(f"no class folders in {train_dir}; expected {_LAYOUT.format(root=train_dir.parent)}")
+    index = {c: i for i, c in enumerate(classes)}
+    samples = make_dataset(str(train_dir), index, extensions=IMG_EXTENSIONS, allow_empty=True)
+    empty = sorted(set(classes) - {classes[y] for _, y in samples})
+    if empty:
+        raise DatasetNotFound(f"class folders without images ({', '.join(IMG_EXTENSIONS)}) in {train_dir}: {empty}")
+    test = make_dataset(str(test_dir), index, extensions=IMG_EXTENSIONS, allow_empty=True) if test_dir else None
+    if test is not None and not test:
+        raise DatasetNotFound(
+            f"no images of the classes {classes} in {test_dir}; expected {_LAYOUT.format(root=test_dir.parent)}")
+    return classes, samples, test
+
+
+def imagefolder(cfg: DatasetConfig, pre: Preprocess) -> Splits:
+    """train/ split stratified into train and val; val/ or test/ (else a carved test_fraction) is test."""
+    classes, samples, test = _scan(*_folder_layout(cfg))
+    if cfg.exclude:  # files the driver found unreadable, with skip_bad_images
+        left_out = {str(Path(cfg.root) / f) for f in cfg.exclude}
+        samples = [s for s in samples if s[0] not in left_out]
+        test = [s for s in test if s[0] not in left_out] if test is not None else None
+    tr, va, te = split_indices(np.array([y for _, y in samples]), cfg, has_test=test is not None)
+    if test is None:
+        test = [samples[i] for i in te]
+    channels = pre.channels or 3
+    if channels not in (1, 3):
+        raise ValueError(f"{cfg.name}: images can be read as 1 or 3 channels, not {channels}")
+    if pre.mean is not None and pre.std is not None:
+        mean, std = pre.mean, pre.std
+    else:
+        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else (IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD)
+    if len(mean) != channels or len(std) != channels:
+        raise ValueError(f"{cfg.name}: normalisation has {len(mean)} means / {len(std)} stds for {channels} channels")
+    size = image_size_for(cfg, pre, FOLDER_DEFAULT_SIZE)
+    make = functools.partial(FolderSplit, image_size=size, mode="RGB" if channels == 3 else "L", mean=mean, std=std,
+                             workers=_auto_workers() if cfg.workers is None else cfg.workers, seed=cfg.seed)
+    return Splits(
+        train=make([samples[i] for i in tr]),
+        val=make([samples[i] for i in va]),
+        test=make(test),
+        classes=classes,
+        in_channels=channels,
+        image_size=size,
+    )

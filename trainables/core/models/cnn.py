@@ -1,0 +1,70 @@
+"""The configurable 5-block CNN of seeds 001 and 004."""
+from __future__ import annotations
+
+from typing import Annotated
+
+import torch
+from pydantic import Field, field_validator
+from torch import nn
+
+from trainables.core.layers import Activation, create_act
+from trainables.core.models.registry import ModelParams, Preprocess, register_model
+
+NUM_BLOCKS = 5
+Width = Annotated[int, Field(ge=1, le=4096)]
+Kernel = Annotated[int, Field(ge=1, le=15)]
+
+
+class CNNParams(ModelParams):
+    kernel_sizes: list[Kernel] = [3, 3, 3, 3, 3]
+    filters: list[Width] = [32, 32, 32, 32, 32]
+    activation: Activation = "relu"
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    batch_norm: bool = False
+    dense_units: Width = 128
+
+    @field_validator("kernel_sizes", "filters")
+    @classmethod
+    def _five(cls, v: list[int]) -> list[int]:
+        if len(v) != NUM_BLOCKS:
+            raise ValueError(f"expected {NUM_BLOCKS} values, one per block, got {len(v)}")
+        return v
+
+
+class CNN(nn.Module):
+    """Per block: conv -> [batch norm] -> activation -> max-pool -> [dropout]; then dense + classifier."""
+
+    def __init__(self, p: CNNParams, *, num_classes: int, in_channels: int, image_size: int):
+        super().__init__()
+        if image_size < 2**NUM_BLOCKS:
+            raise ValueError(
+                f"cnn needs image_size >= {2**NUM_BLOCKS} to survive {NUM_BLOCKS} poolings, got {image_size}"
+            )
+        blocks, c = [], in_channels
+        for k, f in zip(p.kernel_sizes, p.filters, strict=True):
+            blocks += [
+                nn.Conv2d(c, f, k, padding=k // 2, bias=not p.batch_norm),
+                nn.BatchNorm2d(f) if p.batch_norm else nn.Identity(),
+                create_act(p.activation),
+                nn.MaxPool2d(2),
+                nn.Dropout(p.dropout) if p.dropout else nn.Identity(),
+            ]
+            c = f
+        self.features = nn.Sequential(*blocks)
+        side = image_size // 2**NUM_BLOCKS
+        self.dense = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(c * side * side, p.dense_units, bias=not p.batch_norm),
+            nn.BatchNorm1d(p.dense_units) if p.batch_norm else nn.Identity(),
+            create_act(p.activation),
+            nn.Dropout(p.dropout) if p.dropout else nn.Identity(),
+        )
+        self.classifier = nn.Linear(p.dense_units, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dense(self.features(x)))
+
+
+@register_model("cnn", params=CNNParams, preprocess=lambda p: Preprocess(min_image_size=2**NUM_BLOCKS))
+def cnn(p: CNNParams, *, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+    return CNN(p, num_classes=num_classes, in_channels=in_channels, image_size=image_size)

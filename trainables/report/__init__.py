@@ -1,0 +1,1 @@
+"""reports/<name>/: report.md, report.html and figures from a sweep."""

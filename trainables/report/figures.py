@@ -1,0 +1,222 @@
+"""The report's figures, one function each, drawn with matplotlib's Agg backend into PNG files.
+
+Every `fig_*` returns False when there is nothing to draw (and then writes no file).
+"""
+from __future__ import annotations
+
+import math
+import zlib
+from pathlib import Path
+from typing import Any, Callable
+
+from trainables.report.values import STATUS_COLORS, by_model, epochs_of, fmt, label, log_scale, numeric, scored
+
+TOP_CURVES = 5  # learning curves of this many best trials
+
+
+def _figure(path: Path, draw: Callable[[Any], Any], *, size=(6.4, 4.2)) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=size)
+    try:
+        if draw(fig) is False:
+            return False
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        return True
+    finally:
+        plt.close(fig)
+
+
+def fig_metric_vs_param(sweep, name: str, path: Path) -> bool:
+    spec, p = sweep.spec, sweep.spec.space[name]
+    trials = [t for t in scored(sweep) if name in t.config]
+    if not trials:
+        return False
+    best = sweep.best()
+
+    def draw(fig):
+        ax = fig.add_subplot()
+        if numeric(p):
+            xs = [float(t.config[name]) for t in trials]
+        else:
+            cats = [label(v) for v in p.candidates()]
+            cats += sorted({label(t.config[name]) for t in trials} - set(cats))
+            pos = {c: i for i, c in enumerate(cats)}
+            # a fixed jitter per trial, so points of one category stay apart and in place between reports
+            xs = [pos[label(t.config[name])] + 0.08 * ((zlib.crc32(t.trial_id.encode()) % 7) - 3) / 3 for t in trials]
+            ax.set_xticks(range(len(cats)), cats, rotation=20 if max(map(len, cats)) > 6 else 0, fontsize=8)
+        ys = [t.value(spec.metric) for t in trials]
+        ax.scatter(xs, ys, c=[STATUS_COLORS.get(t.status, "gray") for t in trials], alpha=0.8, edgecolors="k",
+                   linewidths=0.4)
+        if best in trials:
+            i = trials.index(best)
+            ax.scatter([xs[i]], [ys[i]], marker="*", s=260, c="gold", edgecolors="k", zorder=3, label="best")
+            ax.legend(loc="best", fontsize=8)
+        if numeric(p) and log_scale(p):
+            ax.set_xscale("log")
+        ax.set_xlabel(name)
+        ax.set_ylabel(spec.metric)
+        ax.set_title(f"{spec.metric} vs {name}")
+        ax.grid(alpha=0.3)
+
+    return _figure(path, draw)
+
+
+def fig_parallel(sweep, path: Path) -> bool:
+    spec = sweep.spec
+    names = spec.searched
+    trials = scored(sweep)
+    if not names or not trials:
+        return False
+    axes = names + [spec.metric]
+    space = spec.space
+
+    def scale(name: str):
+        """value -> [0, 1] on this axis, and the axis's tick labels."""
+        if name == spec.metric:
+            vals = [t.value(spec.metric) for t in trials]
+            lo, hi = min(vals), max(vals)
+            return (lambda v: 0.5 if hi == lo else (v - lo) / (hi - lo)), [(0, fmt(lo, 3)), (1, fmt(hi, 3))]
+        p = space[name]
+        if numeric(p):
+            lo, hi = float(p.low), float(p.high)
+            f = (lambda v: math.log(v)) if log_scale(p) else float
+            span = f(hi) - f(lo)
+            return (lambda v: (f(float(v)) - f(lo)) / span if span else 0.5), [(0, label(lo)), (1, label(hi))]
+        cats = [label(v) for v in p.candidates()]
+        cats += sorted({label(t.config[name]) for t in trials if name in t.config} - set(cats))
+        n = max(len(cats) - 1, 1)
+        return (lambda v: cats.index(label(v)) / n), [(i / n, c) for i, c in enumerate(cats)]
+
+    scales = {a: scale(a) for a in axes}
+
+    def draw(fig):
+        import matplotlib.pyplot as plt
+
+        ax = fig.add_subplot()
+        vals = [t.value(spec.metric) for t in trials]
+        lo, hi = min(vals), max(vals)
+        cmap = plt.get_cmap("viridis" if spec.mode == "max" else "viridis_r")
+        for t in sorted(trials, key=lambda t: t.value(spec.metric), reverse=spec.mode == "min"):
+            pts = [(i, scales[a][0](t.value(spec.metric) if a == spec.metric else t.config[a]))
+                   for i, a in enumerate(axes) if a == spec.metric or a in t.config]
+            c = cmap(0.5 if hi == lo else (t.value(spec.metric) - lo) / (hi - lo))
+            ax.plot([x for x, _ in pts], [y for _, y in pts], color=c, alpha=0.8, lw=1.4)
+        for i, a in enumerate(axes):
+            ax.axvline(i, color="k", lw=0.8)
+            for y, text in scales[a][1]:
+                ax.text(i + 0.03, y, text, fontsize=7, va="center")
+        ax.set_xticks(range(len(axes)), axes, rotation=20, fontsize=8)
+        ax.set_yticks([])
+        ax.set_xlim(-0.2, len(axes) - 0.5)
+        ax.set_title(f"parallel coordinates (colour: {spec.metric}, brighter is better)")
+
+    return _figure(path, draw, size=(max(6.4, 1.5 * len(axes)), 4.5))
+
+
+def fig_importance(imp: dict[str, float] | None, path: Path) -> bool:
+    if not imp:
+        return False
+
+    def draw(fig):
+        ax = fig.add_subplot()
+        names = list(imp)[::-1]
+        ax.barh(names, [imp[n] for n in names], color="tab:green")
+        ax.set_xlabel("importance (fANOVA, normalised)")
+        ax.set_title("parameter importance")
+        ax.grid(axis="x", alpha=0.3)
+
+    return _figure(path, draw, size=(6.4, 1.2 + 0.45 * len(imp)))
+
+
+def fig_learning_curves(sweep, path: Path, top: int = TOP_CURVES) -> bool:
+    spec = sweep.spec
+    ranked = [t for t in sweep.ranked() if t.history is not None and spec.metric in t.history.columns][:top]
+    if not ranked:
+        return False
+    second = "val_loss" if spec.metric != "val_loss" else "val_acc"
+
+    def draw(fig):
+        ax1, ax2 = fig.subplots(1, 2)
+        for i, t in enumerate(ranked):
+            h, c = t.history, f"C{i}"
+            ep = epochs_of(h)
+            ax1.plot(ep, h[spec.metric], marker="o", ms=3, color=c,
+                     label=f"{t.trial_id} ({fmt(t.value(spec.metric), 3)})")
+            if second in h.columns:
+                ax2.plot(ep, h[second], marker="o", ms=3, color=c)
+            if "train_loss" in h.columns and second == "val_loss":
+                ax2.plot(ep, h["train_loss"], ls="--", color=c, alpha=0.6)
+        ax1.set_title(f"{spec.metric}, top {len(ranked)} trials")
+        ax2.set_title(f"{second}" + (" (dashed: train_loss)" if second == "val_loss" else ""))
+        for ax in (ax1, ax2):
+            ax.set_xlabel("epoch")
+            ax.grid(alpha=0.3)
+        ax1.legend(fontsize=7)
+
+    return _figure(path, draw, size=(10, 4))
+
+
+def fig_wall_time(sweep, path: Path) -> bool:
+    trials = sweep.ranked() + [t for t in sweep.trials if t.value(sweep.spec.metric) is None]
+    if not trials:
+        return False
+
+    def draw(fig):
+        ax = fig.add_subplot()
+        names = [t.trial_id for t in trials][::-1]
+        secs = [t.seconds for t in trials][::-1]
+        ax.barh(names, secs, color=[STATUS_COLORS.get(t.status, "gray") for t in trials][::-1])
+        for y, (s, t) in enumerate(zip(secs, trials[::-1], strict=True)):
+            ax.text(s, y, f" {s:.0f}s, {t.epochs} ep", va="center", fontsize=7)
+        ax.set_xlabel("seconds (best trial at the top)")
+        ax.set_title("wall time per trial (blue completed, orange stopped early, red errored)", fontsize=9)
+        ax.tick_params(axis="y", labelsize=7)
+
+    return _figure(path, draw, size=(7, 1.2 + 0.3 * len(trials)))
+
+
+def fig_models(sweep, path: Path) -> bool:
+    spec = sweep.spec
+    p = spec.space.get("model")
+    if p is None or not p.searched:
+        return False
+    groups = by_model(sweep)
+
+    def draw(fig):
+        ax = fig.add_subplot()
+        names = list(groups)
+        data = [[t.value(spec.metric) for t in groups[n]] for n in names]
+        ax.boxplot(data, tick_labels=names, showmeans=True)
+        for i, ys in enumerate(data, 1):
+            ax.scatter([i] * len(ys), ys, alpha=0.6, s=14, c="k")
+        ax.set_ylabel(spec.metric)
+        ax.set_title(f"{spec.metric} by model")
+        ax.grid(axis="y", alpha=0.3)
+
+    return _figure(path, draw)
+
+
+def fig_retrain(info: dict[str, Any] | None, metric: str, path: Path) -> bool:
+    if not info or not info.get("history"):
+        return False
+    rows = info["history"]
+
+    def draw(fig):
+        ax = fig.add_subplot()
+        ep = [r["epoch"] for r in rows]
+        for key, style in (("train_acc", "--"), ("val_acc", "-")):
+            if all(key in r for r in rows):
+                ax.plot(ep, [r[key] for r in rows], style, marker="o", ms=3, label=key)
+        if isinstance(info.get("test_acc"), (int, float)) and math.isfinite(info["test_acc"]):
+            ax.axhline(info["test_acc"], color="tab:red", lw=1.2, label=f"test_acc {info['test_acc']:.4f}")
+        ax.set_xlabel("epoch")
+        ax.set_title(f"retrained best configuration (trial {info['trial_id']})")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+
+    return _figure(path, draw)

@@ -1,0 +1,49 @@
+"""How the report shows and selects values: labels, number formats, scored trials, status colours."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from trainables.spec.space import Int, Param, Uniform
+
+STATUS_COLORS = {"completed": "tab:blue", "stopped early": "tab:orange", "errored": "tab:red"}
+
+
+def label(v: Any) -> str:
+    """A short label for plots: lists as [a,b,c], floats with 3 significant digits."""
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(map(str, v)) + "]"
+    return str(v)
+
+
+def fmt(x: float | None, digits: int = 4) -> str:
+    """A metric with fixed decimals; "-" where there is none."""
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def numeric(p: Param) -> bool:
+    return isinstance(p, (Uniform, Int))
+
+
+def log_scale(p: Param) -> bool:
+    return bool(getattr(p, "log", False))
+
+
+def scored(sweep) -> list:
+    """Trials with a value of the metric, in trial order."""
+    return [t for t in sweep.trials if t.value(sweep.spec.metric) is not None]
+
+
+def epochs_of(history) -> list[int]:
+    col = "epoch" if "epoch" in history.columns else "training_iteration"
+    return [int(x) for x in history[col]]
+
+
+def by_model(sweep) -> dict[str, list]:
+    """Ranked trials grouped by their `model`, best first within each group."""
+    groups: dict[str, list] = {}
+    for t in sweep.ranked():
+        groups.setdefault(str(t.config.get("model", "?")), []).append(t)
+    return groups

@@ -1,0 +1,279 @@
+"""The sweep folder's layout: where sweeps live, the names of the files we keep there, atomic writes.
+
+A sweep folder is `<storage>/<name>/`. Ray Tune owns its experiment state and trial folders;
+this module owns everything trainables adds beside them. Every write here is atomic (a
+temporary file renamed over the old one), so a command killed mid-write leaves the previous
+version, never half a file. On remote storage (s3://, gs://) only Ray writes the folder.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from trainables.errors import SpecError, redact
+from trainables.spec.schema import Spec
+
+DEFAULT_STORAGE = "results"
+SPEC_FILE = "spec.yaml"  # the resolved spec, kept beside Ray's experiment state
+RUN_FILE = "mlflow_run.json"  # which MLflow parent run is this sweep's
+RETRAIN_FILE = "retrain.json"  # the retrained best model's record ...
+MODEL_FILE = "best_model.pt"  # ... and its weights (a state_dict)
+
+
+def is_remote(path: str) -> bool:
+    """A URI (s3://, gs://, ...) rather than a path on this machine."""
+    return "://" in path
+
+
+def storage_root(storage: str | None) -> str:
+    """Where experiments live: a URI (s3://, gs://, ...) as given, a local path made absolute."""
+    storage = storage or os.environ.get("TRAINABLES_STORAGE") or DEFAULT_STORAGE
+    return storage if is_remote(storage) else str(Path(storage).expanduser().resolve())
+
+
+def experiment_dir(spec: Spec, storage: str | None) -> str:
+    return f"{storage_root(storage).rstrip('/')}/{spec.name}"
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write text to path through a temporary file renamed over it."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write(path, json.dumps(data, indent=2))
+
+
+def read_json(path: Path) -> Any:
+    """The JSON at path, or None when it is absent or unreadable."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def check_fresh(spec: Spec, path: str) -> None:
+    """A new sweep never writes into an existing one's folder."""
+    if not is_remote(path) and Path(path).exists() and any(Path(path).iterdir()):
+        raise SpecError(f"{path} already holds a sweep named {spec.name!r}: add --resume to continue it, "
+                        f"or start another with -o name={spec.name}-2", file=spec.source)
+
+
+def check_writable(root: str) -> None:
+    """SpecError unless sweeps can be written under root (a local storage folder)."""
+    if is_remote(root):
+        return
+    folder = Path(root)
+    while not folder.exists() and folder != folder.parent:  # nothing is created: a failed command leaves no trace
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise SpecError(f"cannot write sweeps under {root}: {folder} is not a writable folder; pass --storage with "
+                        f"one", path="--storage")
+
+
+def save_spec(spec: Spec, path: str) -> None:
+    """The resolved spec as <sweep>/spec.yaml (what `tune best` and `tune report` read back)."""
+    import yaml
+
+    if is_remote(path):
+        return  # remote storage: the spec travels in the MLflow parent run instead
+    Path(path).mkdir(parents=True, exist_ok=True)
+    data = spec.model_dump(mode="json", by_alias=True, exclude_defaults=False)
+    # No credentials in the folder: a tracking URI's password comes from the spec or the environment.
+    atomic_write(Path(path) / SPEC_FILE, redact(yaml.safe_dump(data, sort_keys=False)))
+
+
+def read_run_file(sweep_path: str) -> dict[str, Any]:
+    """<sweep>/mlflow_run.json ({} if absent, unreadable or on remote storage)."""
+    if is_remote(sweep_path):
+        return {}
+    data = read_json(Path(sweep_path) / RUN_FILE)
+    return data if isinstance(data, dict) else {}
+
+
+def write_run_file(sweep_path: str, data: dict[str, Any]) -> None:
+    if is_remote(sweep_path):
+        return  # remote storage: the parent is found by its sweep_path tag instead
+    Path(sweep_path).mkdir(parents=True, exist_ok=True)
+    write_json(Path(sweep_path) / RUN_FILE, data)
+
+
+# ---- --resume: the saved state must be there, and the spec the same ---------------------------
+
+# Sections a resumed sweep may change: where it is reviewed and what happens after the trials.
+RESUMABLE_CHANGES = ("description", "tracking", "final")
+
+
+def check_resumable(spec: Spec, path: str) -> None:
+    """SpecError (nothing changed) unless `path` holds a sweep that --resume can continue with this spec."""
+    from trainables.spec.load import load_spec
+
+    if is_remote(path):
+        return  # Ray reads remote state itself; Tuner.can_restore answers for it
+    folder = Path(path)
+    hint = f"run without --resume to start a new sweep (-o name={spec.name}-2 keeps this folder as it is)"
+    if not (folder / SPEC_FILE).is_file():
+        raise SpecError(f"nothing to resume at {path}: no sweep was saved there; {hint}", file=spec.source)
+    try:
+        saved = load_spec(folder / SPEC_FILE)
+    except SpecError as e:
+        raise SpecError(f"cannot resume: the saved {SPEC_FILE} is damaged ({e.message}); nothing was changed",
+                        file=str(folder / SPEC_FILE)) from None
+    states = sorted(folder.glob("experiment_state-*.json"))
+    state = read_json(states[-1]) if states else None
+    if not isinstance(state, dict) or not isinstance(state.get("trial_data"), list) or \
+            not (folder / "tuner.pkl").is_file() or (folder / "tuner.pkl").stat().st_size == 0:
+        what = "missing" if not states else "damaged"
+        raise SpecError(f"cannot resume {path}: Ray Tune's saved state is {what} (experiment_state-*.json, "
+                        f"tuner.pkl); nothing was changed. `tune report {path}` still reads what the trials "
+                        f"recorded; {hint}", file=spec.source)
+    changed = spec_changes(saved, spec)
+    if changed:
+        raise SpecError(f"cannot resume with a different spec: {', '.join(changed[:10])}"
+                        f"{' ...' if len(changed) > 10 else ''} changed since the sweep started (only "
+                        f"{', '.join(RESUMABLE_CHANGES)} may change on --resume); nothing was changed",
+                        file=spec.source)
+
+
+def spec_changes(saved: Spec, spec: Spec) -> list[str]:
+    """The dotted keys whose values differ between two specs, outside RESUMABLE_CHANGES."""
+    a, b = _flat(saved.model_dump(mode="json", by_alias=True)), _flat(spec.model_dump(mode="json", by_alias=True))
+    keys = sorted(set(a) | set(b))
+    return [k for k in keys if k.split(".")[0] not in RESUMABLE_CHANGES and a.get(k, _ABSENT) != b.get(k, _ABSENT)]
+
+
+_ABSENT = object()
+
+
+def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict) and data:
+        out: dict[str, Any] = {}
+        for k, v in data.items():
+            out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: data}
+
+
+# ---- the lock: one `tune run` per sweep at a time ----------------------------------------------
+
+class SweepLock:
+    """<storage>/.<name>.lock, taken before Ray starts and held to the end of `tune run`: a second
+    run of the same sweep stops at once, naming the holder. A lock whose process is gone (on this
+    host) is taken over. Beside the sweep folder, not in it: a new sweep's folder stays empty."""
+
+    def __init__(self, path: str):
+        self.file = Path(path).parent / f".{Path(path).name}.lock"
+        self.name = Path(path).name
+        self.held = False
+        self.created: Path | None = None
+
+    def acquire(self, *, file: str | None = None) -> "SweepLock":
+        missing = self.file.parent
+        while not missing.parent.exists() and missing != missing.parent:
+            missing = missing.parent
+        self.created = None if missing.exists() else missing  # removed again if the run leaves it empty
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = read_json(self.file)
+                if _alive(holder):
+                    h = holder if isinstance(holder, dict) else {}
+                    raise SpecError(f"the sweep {self.name!r} is being run by another `tune run` (pid {h.get('pid')} "
+                                    f"on {h.get('host')}, since {h.get('since', '?')}); wait for it to end, or "
+                                    f"remove {self.file} if that process is gone", file=file) from None
+                self.file.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(_me(), f)
+            self.held = True
+            return self
+        raise SpecError(f"cannot take the lock {self.file}: another run took it first", file=file)
+
+    def release(self) -> None:
+        if self.held and read_json(self.file) == _me():
+            self.file.unlink(missing_ok=True)
+            for folder in [self.file.parent, *self.file.parent.parents] if self.created else []:
+                try:
+                    folder.rmdir()  # only if empty: a failed start leaves no folder behind
+                except OSError:
+                    break
+                if folder == self.created:
+                    break
+        self.held = False
+
+    def __enter__(self) -> "SweepLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+class NoLock:
+    """Remote storage (s3://, gs://) has no atomic create: there, nothing is locked."""
+
+    def acquire(self, *, file: str | None = None) -> "NoLock":
+        return self
+
+    def release(self) -> None:
+        pass
+
+    def __enter__(self) -> "NoLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+def lock_for(path: str) -> SweepLock | NoLock:
+    return NoLock() if is_remote(path) else SweepLock(path)
+
+
+def _started(pid: int) -> str | None:
+    """A process's start time (Linux /proc): a reused pid is not the lock's holder."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _me() -> dict[str, Any]:
+    import socket
+    import time
+
+    pid = os.getpid()
+    return {"pid": pid, "host": socket.gethostname(), "started": _started(pid),
+            "since": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(_since()))}
+
+
+_SINCE: list[float] = []
+
+
+def _since() -> float:
+    import time
+
+    if not _SINCE:
+        _SINCE.append(time.time())
+    return _SINCE[0]
+
+
+def _alive(holder: Any) -> bool:
+    """Whether the lock's holder still runs. Another host's process cannot be checked: assumed alive."""
+    import socket
+
+    if not isinstance(holder, dict) or not isinstance(holder.get("pid"), int):
+        return False  # unreadable: a lock cut short by a crash
+    if holder.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(holder["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return holder.get("started") is None or _started(holder["pid"]) == holder.get("started")

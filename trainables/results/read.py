@@ -1,0 +1,99 @@
+"""A finished (or interrupted) sweep read back from its folder: trial records, their status, the best."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trainables.core.trial import clean_config
+from trainables.errors import SpecError
+from trainables.results.layout import SPEC_FILE, storage_root
+from trainables.results.trials import SweepFolder
+from trainables.spec.load import load_spec
+from trainables.spec.schema import Spec
+
+
+def trial_status(result_or_trial, epochs: int) -> str:
+    """completed (ran every epoch), stopped early (scheduler or divergence) or errored."""
+    error = getattr(result_or_trial, "error", None)
+    if error:
+        return "errored"
+    metrics = getattr(result_or_trial, "metrics", None) or getattr(result_or_trial, "last_result", None) or {}
+    return "completed" if metrics.get("training_iteration", 0) >= epochs and not metrics.get("diverged") else "stopped early"
+
+
+@dataclass
+class TrialRecord:
+    trial_id: str
+    status: str  # completed | stopped early | errored
+    config: dict[str, Any]
+    last: dict[str, Any]  # the last reported metrics
+    history: Any = None  # pandas DataFrame, one row per epoch
+    error: str | None = None
+
+    def value(self, metric: str) -> float | None:
+        v = self.last.get(metric)
+        return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+    @property
+    def epochs(self) -> int:
+        return int(self.last.get("training_iteration", 0))
+
+    @property
+    def seconds(self) -> float:
+        return float(self.last.get("time_total_s", 0.0))
+
+
+@dataclass
+class Sweep:
+    spec: Spec
+    path: str
+    trials: list[TrialRecord] = field(default_factory=list)
+
+    def ranked(self) -> list[TrialRecord]:
+        """Trials with a value of the metric, best first."""
+        scored = [t for t in self.trials if t.value(self.spec.metric) is not None]
+        return sorted(scored, key=lambda t: t.value(self.spec.metric), reverse=self.spec.mode == "max")
+
+    def best(self) -> TrialRecord | None:
+        ranked = self.ranked()
+        return ranked[0] if ranked else None
+
+    def counts(self) -> dict[str, int]:
+        out = {"completed": 0, "stopped early": 0, "errored": 0}
+        for t in self.trials:
+            out[t.status] = out.get(t.status, 0) + 1
+        return out
+
+
+def resolve(name_or_path: str, storage: str | None = None) -> str:
+    """A sweep folder from a path, or from a name under the storage root."""
+    p = Path(name_or_path)
+    if p.is_dir() and (p / SPEC_FILE).is_file():
+        return str(p.resolve())
+    if p.suffix in (".yaml", ".yml") and p.is_file():  # the spec itself: its sweep folder
+        return f"{storage_root(storage)}/{load_spec(p).name}"
+    candidate = Path(storage_root(storage)) / name_or_path
+    if (candidate / SPEC_FILE).is_file():
+        return str(candidate)
+    raise SpecError(f"no sweep named {name_or_path!r} under {storage_root(storage)} (and no such sweep folder); run `tune run` first or pass --storage")
+
+
+def load_sweep(name_or_path: str, storage: str | None = None) -> Sweep:
+    """The sweep's spec and trials, read from JSON only: Ray's experiment state (for which trials
+    exist and their status) and each trial's result.json (its history). Nothing is unpickled, so
+    reading a sweep folder runs no code from it."""
+    path = resolve(name_or_path, storage)
+    spec = load_spec(Path(path) / SPEC_FILE)
+    folder = SweepFolder(path)
+    try:
+        trials = folder.trials()
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SpecError(f"cannot read the sweep at {path}: {e}") from None
+    sweep = Sweep(spec=spec, path=path)
+    for t in trials:
+        status = "errored" if t.errored else trial_status(t, spec.epochs)
+        sweep.trials.append(TrialRecord(trial_id=t.trial_id, status=status, config=clean_config(t.config),
+                                        last=t.last_result, history=t.history(), error=t.error_file))
+    return sweep

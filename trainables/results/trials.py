@@ -1,0 +1,140 @@
+"""Ray Tune's records of a sweep's trials, read as JSON: the experiment state and each trial's folder.
+
+Tune writes `experiment_state-<time>.json` (every trial's state as JSON, with some fields as
+cloudpickled hex strings) and, per trial, `params.json` and `result.json` (one JSON line per
+reported result). Only the JSON is read; the pickled fields are left alone, so a sweep folder
+from anywhere can be read without running code from it.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+STATE_GLOB = "experiment_state-"  # experiment_state-<date>.json: the newest name is the newest state
+RESULT_FILE = "result.json"
+PARAMS_FILE = "params.json"
+ERROR_FILE = "error.txt"
+
+
+def _filesystem(path: str):
+    """(pyarrow filesystem, path in it) for a local path or a URI (s3://, gs://, ...)."""
+    import pyarrow.fs
+
+    if "://" in path:
+        return pyarrow.fs.FileSystem.from_uri(path)
+    return pyarrow.fs.LocalFileSystem(), path
+
+
+def _plain(v: Any) -> bool:
+    """Not one of Tune's cloudpickled fallbacks ({"_type": "CLOUDPICKLE_FALLBACK", ...})."""
+    return not (isinstance(v, dict) and v.get("_type") == "CLOUDPICKLE_FALLBACK")
+
+
+@dataclass
+class TrialFiles:
+    """One trial as Tune recorded it."""
+
+    folder: "SweepFolder"
+    trial_id: str
+    status: str  # Tune's: TERMINATED, ERROR, PENDING, RUNNING, PAUSED
+    config: dict[str, Any]
+    last_result: dict[str, Any]
+    dirname: str | None
+    error_name: str | None = None
+
+    @property
+    def errored(self) -> bool:
+        return self.status == "ERROR"
+
+    @property
+    def error_file(self) -> str | None:
+        if not self.errored:
+            return None
+        return f"{self.folder.path.rstrip('/')}/{self.dirname}/{self.error_name or ERROR_FILE}" if self.dirname else None
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Every result the trial reported (result.json), without its config."""
+        if not self.dirname:
+            return []
+        text = self.folder.read(f"{self.dirname}/{RESULT_FILE}")
+        out = []
+        for line in (text or "").splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by a killed driver
+            if isinstance(row, dict):
+                out.append({k: v for k, v in row.items() if k != "config" and not isinstance(v, (dict, list))})
+        return out
+
+    def history(self):
+        """The results as a pandas DataFrame (one row per epoch), or None without any."""
+        import pandas as pd
+
+        rows = self.rows()
+        return pd.DataFrame(rows) if rows else None
+
+
+class SweepFolder:
+    """A sweep folder's Tune records."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.fs, self.root = _filesystem(path)
+
+    def read(self, relative: str) -> str | None:
+        import pyarrow.fs
+
+        target = f"{self.root.rstrip('/')}/{relative}"
+        if self.fs.get_file_info(target).type != pyarrow.fs.FileType.File:
+            return None
+        with self.fs.open_input_stream(target) as f:
+            return f.read().decode("utf-8", errors="replace")
+
+    def _names(self) -> list[tuple[str, bool]]:
+        import pyarrow.fs
+
+        infos = self.fs.get_file_info(pyarrow.fs.FileSelector(self.root, allow_not_found=True))
+        return [(i.base_name, i.type == pyarrow.fs.FileType.Directory) for i in infos]
+
+    def state_files(self) -> list[str]:
+        return sorted(n for n, is_dir in self._names() if not is_dir and n.startswith(STATE_GLOB) and n.endswith(".json"))
+
+    def trials(self) -> list[TrialFiles]:
+        """The trials of the newest experiment state; without one (a driver killed before its first
+        snapshot), the trial folders that hold results."""
+        states = self.state_files()
+        if states:
+            return self._from_state(json.loads(self.read(states[-1]) or "{}"))
+        return self._from_folders()
+
+    def _from_state(self, state: dict[str, Any]) -> list[TrialFiles]:
+        out = []
+        for entry in state["trial_data"]:
+            trial, meta = (json.loads(x) if isinstance(x, str) else x for x in entry)
+            config = trial.get("config") if _plain(trial.get("config")) else {}
+            last = meta.get("last_result") if _plain(meta.get("last_result")) else {}
+            dirname = trial.get("relative_logdir") or trial.get("custom_dirname")
+            out.append(TrialFiles(self, str(trial["trial_id"]), str(trial.get("status", "PENDING")),
+                                  {k: v for k, v in (config or {}).items() if _plain(v)},
+                                  {k: v for k, v in (last or {}).items() if k != "config"},
+                                  dirname if isinstance(dirname, str) else None,
+                                  meta.get("error_filename") if isinstance(meta.get("error_filename"), str) else None))
+        return out
+
+    def _from_folders(self) -> list[TrialFiles]:
+        out = []
+        for name, is_dir in sorted(self._names()):
+            params = self.read(f"{name}/{PARAMS_FILE}") if is_dir else None
+            if params is None:
+                continue
+            config = json.loads(params)
+            errored = self.read(f"{name}/{ERROR_FILE}") is not None
+            t = TrialFiles(self, name.removeprefix("trial_"), "ERROR" if errored else "TERMINATED",
+                           config if isinstance(config, dict) else {}, {}, name)
+            rows = t.rows()
+            t.last_result = rows[-1] if rows else {}
+            t.trial_id = str(t.last_result.get("trial_id", t.trial_id))
+            out.append(t)
+        return out

@@ -1,0 +1,142 @@
+"""`tune run` end to end: the sweep with its tracker and callbacks, then the final steps (retrain, report)."""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from trainables.results.layout import experiment_dir, save_spec
+from trainables.results.read import Sweep, load_sweep
+from trainables.results.retrained import load_retrained, model_file, save_retrained, update_retrained
+from trainables.results.summary import print_summary
+from trainables.spec.schema import Spec
+from trainables.tracking import open_tracker
+from trainables.tune import _ray_private
+from trainables.tune.callbacks import MendCheckpoints, Progress, TrackerCallback
+from trainables.tune.cluster import check_cluster
+from trainables.tune.interrupt import Interrupts
+from trainables.tune.tuner import build_tuner
+
+
+def run_sweep(spec: Spec, *, storage: str | None = None, resume: bool = False, stream=None,
+              interrupts: Interrupts | None = None) -> int:
+    """Run (or resume) the sweep; print a summary; then final.retrain_best and final.report.
+
+    With tracking.enabled the sweep is logged to MLflow from this process (trainables.tracking):
+    the store must answer before any trial starts (else SpecError: exit 2), and a fault later
+    never stops the sweep. A signal (see tune/interrupt.py) stops the trials, keeps the state, marks
+    the MLflow parent run KILLED and raises Interrupted. Returns 0, or 1 if every trial failed."""
+    stream = stream or sys.stdout  # looked up now: whoever called us may have replaced it
+    interrupts = interrupts or Interrupts(stream)
+    path = experiment_dir(spec, storage)
+    check_cluster(spec, storage)
+    tracker = open_tracker(spec, path, resume=resume, stream=stream)
+    callback = TrackerCallback(tracker).register()
+    t0 = time.time()
+    try:
+        tracker.check()
+        tuner = build_tuner(spec, storage=storage, resume=resume, callbacks=[Progress(spec, stream), callback])
+        if resume:
+            _ray_private.attach(tuner, MendCheckpoints(stream))
+            _ray_private.attach(tuner, callback)
+        tracker.start()
+        if not resume:
+            save_spec(spec, path)
+        tracker.log_spec()
+        for line in tracker.where():
+            print(line, file=stream)
+        t0 = time.time()
+        with interrupts.tuning():
+            grid = tuner.fit()
+        wall = time.time() - t0
+        sweep = load_sweep(path)
+        print_summary(sweep, wall_seconds=wall, stream=stream)
+        interrupts.check()
+        finished = grid.num_terminated + grid.num_errors == len(grid)
+        tracker.sync(sweep, close=finished)
+        final_steps(sweep, finished=finished, stream=stream, tracker=tracker)
+        tracker.finish(sweep, wall_seconds=wall, status="FINISHED" if finished else "KILLED")
+    except BaseException:
+        # Interrupted, or anything else: the parent run must not stay RUNNING. What the trials
+        # recorded is already in the results folder; --resume sends what MLflow lacks.
+        tracker.finish(None, wall_seconds=time.time() - t0, status="KILLED", wait=10)
+        raise
+    finally:
+        callback.unregister()
+        tracker.close()
+    return 1 if grid.num_errors == len(grid) and len(grid) else 0
+
+
+def final_steps(sweep: Sweep, *, finished: bool, stream=None, tracker=None, out: str = "reports"):
+    """What `tune run` does after the trials: final.retrain_best (when the sweep finished) and
+    final.report (attached to the MLflow parent run). A failure here is reported, never raised:
+    the sweep's results are already safe. Returns the report folder, if written."""
+    from trainables.report.write import write_report
+    from trainables.tracking.null import NullTracker
+
+    stream = stream or sys.stdout
+    tracker = tracker or NullTracker()
+    spec, folder = sweep.spec, None
+    if spec.final.retrain_best and finished:
+        try:
+            retrain_best(sweep, stream=stream, tracker=tracker)
+        except Exception as e:  # noqa: BLE001
+            print(f"final: retraining the best configuration failed: {type(e).__name__}: {e}", file=stream)
+        tracker.wait(60, quiet=True)  # the logged model's URI and version, for the report
+    if spec.final.report:
+        try:
+            folder = write_report(sweep, out)
+        except Exception as e:  # noqa: BLE001
+            print(f"final: writing the report failed: {type(e).__name__}: {e}", file=stream)
+            return None
+        print(f"report: {folder / 'report.md'} (and report.html)", file=stream)
+        tracker.log_report(folder)
+    return folder
+
+
+def retrain_best(sweep: Sweep, *, stream=None, tracker=None) -> dict[str, Any] | None:
+    """final.retrain_best: the best trial's configuration trained again for the full epochs on this
+    (the driver's) machine and scored on the held-out test split; recorded in the sweep folder and
+    logged to the parent run by the tracker (test metrics, the model, registered if asked).
+    A configuration already retrained (an earlier run of this sweep) is not trained again."""
+    from trainables.core.engine import retrain
+    from trainables.tracking.null import NullTracker
+
+    stream = stream or sys.stdout
+    tracker = tracker or NullTracker()
+    spec, best = sweep.spec, sweep.best()
+    if best is None or spec.trainable != "classifier":
+        why = f"no trial has a {spec.metric}" if best is None else "retrain_best needs the classifier trainable"
+        print(f"final: {why}; nothing retrained", file=stream)
+        return None
+    info, fresh = load_retrained(sweep.path), None
+    if not (info and info.get("trial_id") == best.trial_id and info.get("config") == best.config
+            and info.get("epochs") == spec.epochs):
+        print(f"final: retraining trial {best.trial_id}'s configuration for {spec.epochs} epochs, "
+              f"then scoring the test split...", file=stream, flush=True)
+        fresh = retrain(best.config, dataset=spec.dataset, epochs=spec.epochs)
+        info = save_retrained(sweep.path, trial_id=best.trial_id, config=best.config, epochs=spec.epochs,
+                              retrained=fresh)
+    print(f"final: retrained best: test_acc={_fmt(info['test_acc'])} test_loss={_fmt(info['test_loss'])}", file=stream)
+    if not info.get("model_uri"):
+        path = sweep.path
+        load = (lambda: (fresh.model, fresh.example)) if fresh is not None else (lambda: _load_model(sweep, info))
+        tracker.log_retrained(info, load, on_logged=lambda got: update_retrained(path, **got))
+    return info
+
+
+def _load_model(sweep: Sweep, info: dict[str, Any]):
+    """The retrained model (and one test input) from best_model.pt, to log it again."""
+    import torch
+
+    from trainables.core.trial import build
+
+    model, splits, _ = build(info["config"], sweep.spec.dataset, torch.device("cpu"))
+    model.load_state_dict(torch.load(model_file(sweep.path, info), map_location="cpu", weights_only=True))
+    split = splits.test if len(splits.test) else splits.val
+    x, _ = next(iter(split.batches(1, shuffle=False, generator=None, augment=False)))
+    return model, x.cpu()
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None or x != x else f"{x:.4f}"

@@ -1,0 +1,1 @@
+"""Search-space conversions for the search libraries that need no Ray (Optuna)."""

@@ -1,0 +1,87 @@
+"""The one conversion of the search space to Optuna: distributions, define-by-run, starting points.
+
+The searcher (OptunaSearch, through `DefineByRun`) and the report's importance (a study
+rebuilt from the trials) both go through `distribution`, so they see the same space.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping
+
+from trainables.spec.space import Choice, Fixed, Int, Param, Uniform, ordered
+
+
+def label(v: Any) -> Any:
+    """A value as an Optuna categorical holds it: scalars as they are, lists and mappings as JSON."""
+    return v if v is None or isinstance(v, (bool, int, float, str)) else json.dumps(v, sort_keys=True)
+
+
+def distribution(p: Param):
+    """The Optuna distribution of a searched parameter (categorical values as labels)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if isinstance(p, Choice):
+        if p.grid:
+            raise ValueError("grid is not supported with optuna")
+        return CategoricalDistribution([label(v) for v in p.values])
+    if isinstance(p, Int):
+        return IntDistribution(p.low, p.high, log=p.log, step=p.step)
+    if isinstance(p, Uniform):
+        return FloatDistribution(p.low, p.high, log=p.log, step=p.q)
+    raise TypeError(f"{type(p).__name__} has no distribution")
+
+
+def suggest(trial, name: str, p: Param) -> Any:
+    """The value an Optuna trial draws for p (the original value, not its label)."""
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    if isinstance(p, Fixed):
+        return p.value
+    d = distribution(p)
+    if isinstance(d, CategoricalDistribution):
+        labels = list(d.choices)
+        return p.values[labels.index(trial.suggest_categorical(name, labels))]
+    if isinstance(d, IntDistribution):
+        return trial.suggest_int(name, d.low, d.high, step=d.step, log=d.log)
+    return trial.suggest_float(name, d.low, d.high, log=d.log, step=d.step)
+
+
+class DefineByRun:
+    """A define-by-run function for OptunaSearch: suggests searched values, returns all values.
+
+    A class, not a closure, because OptunaSearch pickles it with its state.
+    """
+
+    def __init__(self, space: Mapping[str, Param]):
+        self.space, self.names = dict(space), ordered(space)
+
+    def __call__(self, trial) -> dict[str, Any]:
+        config: dict[str, Any] = {}
+        for name in self.names:
+            p = self.space[name]
+            if p.applies(config):  # else: a conditional parameter of another branch, absent here
+                config[name] = suggest(trial, name, p)
+        return config
+
+
+def encode_point(space: Mapping[str, Param], point: Mapping[str, Any]) -> dict[str, Any]:
+    """A `points_to_evaluate` entry as Optuna will see it (categorical values as labels)."""
+    return {k: (label(v) if isinstance(space.get(k), Choice) else v) for k, v in point.items() if space[k].searched}
+
+
+def encode_trial(space: Mapping[str, Param], config: Mapping[str, Any]) -> dict[str, Any]:
+    """A finished trial's searched values that lie in the space, as Optuna params (a PBT trial may
+    have stepped outside the bounds: such values are left out)."""
+    out = {}
+    for k, p in space.items():
+        if not p.searched or k not in config:
+            continue
+        d, v = distribution(p), config[k]
+        v = label(v) if isinstance(p, Choice) else v
+        if isinstance(p, Choice):
+            ok = v in d.choices
+        else:
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and d.low <= v <= d.high
+        if ok:
+            out[k] = v
+    return out

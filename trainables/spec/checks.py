@@ -1,0 +1,186 @@
+"""Checks of a whole spec that its schema cannot make: the space against the model registry, the
+search algorithm against the scheduler and the starting points, a user's trainable.
+
+Each check raises through `doc.error(message, key_path)`, so the message points at the line.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Mapping
+
+from pydantic import ValidationError
+
+from trainables.errors import did_you_mean, short
+from trainables.spec.schema import MAX_TRIALS, METRICS, Spec
+from trainables.spec.space import Choice, Fixed, Param, ParamError, can_be, check_when, describe, enumerable, grid_size
+
+
+def check_spec(spec: Spec, doc) -> None:
+    """Every check, in order; the first failure raises doc.error(...)."""
+    if spec.trainable == "classifier":
+        _check_models(spec, spec.space, doc)
+    else:
+        _check_trainable_import(spec, doc)
+    try:
+        check_when(spec.space)
+    except ParamError as e:
+        raise doc.error(str(e), ("parameters", e.name, "when")) from None
+    _check_search(spec, doc)
+
+
+def _check_trainable_import(spec: Spec, doc) -> None:
+    mod, sep, fn = spec.trainable.partition(":")
+    if not sep or not mod or not fn:
+        raise doc.error(f"expected 'classifier' or 'package.module:function', got {short(spec.trainable)}",
+                        ("trainable",))
+    try:
+        obj = getattr(importlib.import_module(mod), fn)
+    except (ImportError, AttributeError) as e:
+        raise doc.error(f"cannot import {short(spec.trainable)}: {short(str(e), 200)}", ("trainable",)) from None
+    if not callable(obj):
+        raise doc.error(f"{short(spec.trainable)} is not callable", ("trainable",))
+
+
+def _check_models(spec: Spec, space: Mapping[str, Param], doc) -> None:
+    """Every value a trial may see is valid for every model it may be paired with."""
+    from trainables.core.models import get_model, model_names
+    from trainables.core.trial import TRAINING_KEYS, Training
+
+    if spec.metric not in METRICS:
+        raise doc.error(f"the classifier reports {', '.join(METRICS)}; got {short(spec.metric)}"
+                        f"{did_you_mean(spec.metric, METRICS)}", ("metric",))
+    model_param = space.get("model")
+    names = model_param.candidates() if model_param is not None else ["cnn"]
+    entries = []
+    for i, n in enumerate(names):
+        try:
+            entries.append(get_model(n))
+        except (ValueError, TypeError):
+            searched = model_param is not None and model_param.searched
+            sub = ("parameters", "model") + ((_dist_key(spec, "model"), i) if searched else ())
+            raise doc.error(f"unknown model {short(n)}; expected one of {', '.join(model_names())}"
+                            f"{did_you_mean(n, model_names())}", sub) from None
+    for name, p in space.items():
+        if name == "model":
+            continue
+        owners = [e for e in entries if name in e.params.model_fields]
+        if name not in TRAINING_KEYS and not owners:
+            known = sorted(TRAINING_KEYS | {f for e in entries for f in e.params.model_fields})
+            raise doc.error(f"unknown hyperparameter for model {', '.join(e.name for e in entries)}"
+                            f"{did_you_mean(name, known)}", ("parameters", name))
+        # Each value alone against each owner: the field's type, bounds and validators.
+        owners_of = [Training] if name in TRAINING_KEYS else [e.params for e in owners]
+        for i, value in enumerate(p.candidates()):
+            for owner in owners_of:
+                try:
+                    owner.model_validate({name: value})
+                except ValidationError as exc:
+                    msg = exc.errors()[0]["msg"].removeprefix("Value error, ")
+                    who = "training" if owner is Training else next(e.name for e in owners if e.params is owner)
+                    sub = ("parameters", name) + ((_dist_key(spec, name), i) if p.searched else ())
+                    raise doc.error(f"{short(value)} is not valid for {who}.{name}: {msg}", sub) from None
+    _check_image_size(spec, entries, space, doc)
+
+
+def _dist_key(spec: Spec, name: str) -> str:
+    raw = spec.parameters.raw[name]
+    return next((k for k in raw if k != "when"), "") if isinstance(raw, dict) else ""
+
+
+def _check_image_size(spec: Spec, entries, space, doc) -> None:
+    from trainables.core.models.registry import Preprocess
+
+    size = spec.dataset.image_size or {"digits": 32, "mnist": 28, "cifar10": 32, "fake": 32}.get(spec.dataset.name)
+    if size is None:
+        return
+    for e in entries:
+        fixed = {k: p.candidates()[0] for k, p in space.items() if k in e.params.model_fields and not p.searched}
+        try:
+            pre: Preprocess = e.preprocess(e.params(**fixed))
+        except ValidationError:
+            continue
+        if pre.image_size is None and size < pre.min_image_size:
+            raise doc.error(f"model {e.name} needs image_size >= {pre.min_image_size}, got {size}",
+                            ("dataset", "image_size"))
+
+
+def _check_search(spec: Spec, doc) -> None:
+    """The search algorithm, the scheduler, `grid:`, `when` and the starting points fit together."""
+    space, algo = spec.space, spec.search.algorithm
+    if spec.scheduler.name == "pbt":
+        _check_pbt(spec, doc)
+    for name, p in space.items():
+        if algo == "optuna" and isinstance(p, Choice) and p.grid:
+            raise doc.error("grid is not supported with search.algorithm optuna (use choice, or algorithm random "
+                            "or grid)", ("parameters", name, "grid"))
+        if algo == "random" and isinstance(p, Choice) and p.grid and p.when:
+            raise doc.error("a `grid:` parameter cannot have `when` with random search (Ray expands grids before "
+                            "any value is drawn): use choice, or search.algorithm grid", ("parameters", name, "when"))
+        if algo == "grid" and p.searched and not enumerable(p):
+            raise doc.error("search.algorithm grid enumerates every value: use choice, grid, int or quniform here, "
+                            "or algorithm random", ("parameters", name))
+    _check_size(spec, doc)
+    _check_points(spec, doc)
+
+
+def _check_size(spec: Spec, doc) -> None:
+    """The number of trials, computed before anything is enumerated."""
+    space, algo = spec.space, spec.search.algorithm
+    if algo == "grid":
+        combos = grid_size(space)
+        total = combos * (spec.search.num_samples or 1) + len(spec.search.points_to_evaluate)
+        what = f"{combos:,} combinations" if combos <= MAX_TRIALS else f"more than {MAX_TRIALS:,} combinations"
+    else:
+        crossed = 1  # random search: Ray crosses every `grid:` with num_samples draws
+        for p in space.values():
+            crossed *= len(p.values) if isinstance(p, Choice) and p.grid else 1
+        total = crossed * (spec.search.num_samples or 10)
+        what = f"{crossed:,} grid combinations x {spec.search.num_samples or 10} samples"
+    if total > MAX_TRIALS:
+        raise doc.error(f"the search space makes {what}: more than {MAX_TRIALS:,} trials; narrow the grid or "
+                        f"lower search.num_samples", ("parameters",) if algo == "grid" else ("search", "num_samples"))
+
+
+def _check_pbt(spec: Spec, doc) -> None:
+    space, algo = spec.space, spec.search.algorithm
+    if algo != "random":
+        raise doc.error(f"pbt explores by itself and takes no {algo} search: use search.algorithm random",
+                        ("scheduler", "name"))
+    muts = spec.scheduler.mutations or spec.searched
+    if not muts:
+        raise doc.error("pbt needs at least one searched parameter to mutate", ("scheduler", "name"))
+    for i, m in enumerate(muts):
+        where = ("scheduler", "mutations", i) if spec.scheduler.mutations else ("parameters", m)
+        if m not in space or not space[m].searched:
+            raise doc.error(f"pbt mutates searched parameters; {short(m)} is not one"
+                            f"{did_you_mean(m, spec.searched)}", where)
+        if space[m].when:
+            raise doc.error(f"pbt cannot mutate {m}: it is conditional (`when`), absent from some trials", where)
+        if isinstance(space[m], Choice) and space[m].grid:
+            raise doc.error(f"pbt cannot mutate {m}: a `grid:` is fixed per trial; use choice", where)
+
+
+def _check_points(spec: Spec, doc) -> None:
+    """Every starting point names known parameters with values the space can give, conditions holding."""
+    space = spec.space
+    fixed = {k: p.value for k, p in space.items() if isinstance(p, Fixed)}
+    for i, point in enumerate(spec.search.points_to_evaluate):
+        full = {**fixed, **point}
+        for k, v in point.items():
+            where = ("search", "points_to_evaluate", i, k)
+            if k not in space:
+                raise doc.error(f"unknown parameter {short(k)}{did_you_mean(k, space)}", where)
+            p = space[k]
+            if not can_be(p, v):
+                raise doc.error(f"{short(v)} cannot be a value of {k}: it is {describe(p)}", where)
+            if not p.applies(full):
+                raise doc.error(f"{k} exists only {_conditions(p)}, which this point does not meet", where)
+        if spec.search.algorithm == "grid":
+            missing = [k for k in space.order if space[k].searched and space[k].applies(full) and k not in point]
+            if missing:
+                raise doc.error(f"a starting point of a grid search names every searched parameter; missing: "
+                                f"{', '.join(missing)}", ("search", "points_to_evaluate", i))
+
+
+def _conditions(p: Param) -> str:
+    return "when " + " and ".join(f"{k} is {' or '.join(map(short, v))}" for k, v in p.when)

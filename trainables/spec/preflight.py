@@ -1,0 +1,146 @@
+"""Preflight: what a trial would find out, the driver finds out first, before Ray starts any trial.
+
+A spec whose trials would all fail on the same missing folder, corrupt image, wrong weights file or
+user trainable that cannot be called never starts them: one SpecError (exit 2) instead of a Ray
+traceback per trial. `tune validate` runs the same checks.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable
+
+from trainables.errors import SpecError, short
+from trainables.spec.schema import Spec
+
+SHOWN = 5  # bad files named in a message; the rest counted
+
+
+def preflight(spec: Spec, *, say: Callable[[str], None] = print) -> Spec:
+    """The spec, checked against the files and code it names; with skip_bad_images, the dataset's
+    unreadable images are listed in dataset.exclude (said, with their count)."""
+    spec = _dataset(spec, say)
+    if spec.trainable == "classifier":
+        _weights(spec)
+    else:
+        _trainable(spec)
+    return spec
+
+
+def _error(spec: Spec, message: str, path: str) -> SpecError:
+    return SpecError(message, file=spec.source, path=path)
+
+
+# ---- the dataset ------------------------------------------------------------------------------
+
+def _dataset(spec: Spec, say: Callable[[str], None]) -> Spec:
+    from trainables.core.data import DatasetNotFound
+    from trainables.core.data.builtin import CIFAR10_FILES, MNIST_FILES
+
+    d = spec.dataset
+    if d.root is not None and not d.download:
+        root = Path(d.root)
+        if not root.exists():
+            raise _error(spec, f"{root} does not exist", "dataset.root")
+        if not root.is_dir():
+            raise _error(spec, f"{root} is not a folder", "dataset.root")
+    if d.name in ("imagefolder", "inaturalist"):
+        try:
+            return _image_folder(spec, say)
+        except DatasetNotFound as e:
+            raise _error(spec, str(e), "dataset.root") from None
+    if d.name == "fake" and d.num_samples < 5 * d.num_classes:
+        raise _error(spec, f"{d.num_samples} images for {d.num_classes} classes: the stratified splits need at "
+                           f"least 5 per class ({5 * d.num_classes})", "dataset.num_samples")
+    if d.name in ("mnist", "cifar10") and not d.download:
+        from trainables.core.data.builtin import _root
+
+        folder = _root(d) / ("MNIST/raw" if d.name == "mnist" else "cifar-10-batches-py")
+        names = MNIST_FILES if d.name == "mnist" else CIFAR10_FILES
+        missing = [n for n in names if not (folder / n).is_file() and not (folder / f"{n}.gz").is_file()]
+        if missing:
+            raise _error(spec, f"{d.name}: {', '.join(missing)} not found in {folder}; put the files there, or set "
+                               f"dataset.download: true where a network exists", "dataset.root")
+    return spec
+
+
+def _image_folder(spec: Spec, say: Callable[[str], None]) -> Spec:
+    from trainables.core.data.folders import _folder_layout, _scan
+
+    d = spec.dataset
+    classes, samples, test = _scan(*_folder_layout(d))
+    if len(classes) < 2:
+        raise _error(spec, f"{d.name}: a classifier needs at least two class folders; found {classes}", "dataset.root")
+    files = [p for p, _ in samples] + [p for p, _ in (test or [])]
+    bad = _unreadable(files)
+    if not bad:
+        return spec
+    root = Path(d.root)
+    named = ", ".join(f"{p} ({why})" for p, why in bad[:SHOWN]) + (f" and {len(bad) - SHOWN} more" if len(bad) > SHOWN
+                                                                   else "")
+    if not d.skip_bad_images:
+        raise _error(spec, f"{len(bad)} of {len(files)} images do not decode: {named}. Fix or remove them, or set "
+                           f"dataset.skip_bad_images: true to leave them out", "dataset.root")
+    say(f"dataset: leaving out {len(bad)} of {len(files)} images that do not decode (skip_bad_images): {named}")
+    exclude = sorted({*d.exclude, *(os.path.relpath(p, root) for p, _ in bad)})
+    left = {p for p, _ in samples} - {p for p, _ in bad}
+    if len({y for p, y in samples if p in left}) < len(classes):
+        raise _error(spec, "with the unreadable images left out, a class folder has no image left", "dataset.root")
+    return spec.model_copy(update={"dataset": d.model_copy(update={"exclude": exclude})})
+
+
+def _decodes(path: str) -> str | None:
+    """None if the image decodes, else why not. JPEGs decode at 1/8 scale (draft): every byte of the
+    file is still read and checked, at a fraction of the cost."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.draft("RGB", (max(1, im.width // 8), max(1, im.height // 8)))
+            im.load()
+        return None
+    except Exception as e:  # noqa: BLE001 - whatever PIL raises, the file is what is wrong
+        return short(str(e) or type(e).__name__, 80).strip("'\"")
+
+
+def _unreadable(files: list[str]) -> list[tuple[str, str]]:
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # PIL decodes without the GIL
+        reasons = list(pool.map(_decodes, files, chunksize=64))
+    return [(f, why) for f, why in zip(files, reasons, strict=True) if why is not None]
+
+
+# ---- weights and user code --------------------------------------------------------------------
+
+def _weights(spec: Spec) -> None:
+    """Every `weights: PATH` a finetune trial may get exists and is a state_dict its backbone takes."""
+    p = spec.space.get("weights")
+    paths = [v for v in (p.candidates() if p is not None else []) if isinstance(v, str) and v not in ("imagenet",
+                                                                                                   "none")]
+    if not paths:
+        return
+    from trainables.core.models.finetune import check_weights_file
+
+    backbones = spec.space.get("backbone")
+    for path in paths:
+        for backbone in (backbones.candidates() if backbones is not None else ["resnet18"]):
+            try:
+                check_weights_file(path, backbone=backbone)
+            except (ValueError, OSError) as e:
+                raise _error(spec, short(str(e), 300).strip("'\""), "parameters.weights") from None
+
+
+def _trainable(spec: Spec) -> None:
+    """A user's trainable is callable with one argument, the trial's config."""
+    import importlib
+
+    module, _, name = spec.trainable.partition(":")
+    fn = getattr(importlib.import_module(module), name)
+    try:
+        inspect.signature(fn).bind({})
+    except TypeError:
+        raise _error(spec, f"{spec.trainable} must take one argument, the trial's config; its signature is "
+                           f"{name}{inspect.signature(fn)}", "trainable") from None
+    except ValueError:
+        pass  # no signature to read (a builtin): Ray finds out

@@ -1,0 +1,145 @@
+"""The spec's schema: one pydantic model per section (extra keys forbidden), parameters parsed once."""
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
+
+from trainables.core.data import DatasetConfig
+from trainables.spec.space import Choice, Space, grid_size
+
+METRICS = ("val_acc", "val_loss", "train_acc", "train_loss")
+
+
+SEED_MAX = 2**32 - 1  # NumPy's seeds are 32-bit; PyTorch's take more
+MAX_TRIALS = 100_000  # trials in one sweep (num_samples, or grid combinations times repeats)
+
+
+class _Section(BaseModel):
+    # allow_inf_nan: `cpu: .inf` or `epochs: .nan` would pass a bound check and hang or break later
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class SearchConfig(_Section):
+    algorithm: Literal["optuna", "random", "grid"] = "optuna"
+    # trials (default 10); grid: repeats of the whole grid (default 1)
+    num_samples: int | None = Field(default=None, ge=1, le=MAX_TRIALS)
+    max_concurrent: int | None = Field(default=None, ge=1, le=MAX_TRIALS)  # None: as many as resources allow
+    seed: int | None = Field(default=0, ge=0, le=SEED_MAX)
+    points_to_evaluate: list[dict[str, Any]] = []  # configurations to try first (optuna)
+
+
+class SchedulerConfig(_Section):
+    name: Literal["asha", "hyperband", "median", "fifo", "pbt"] = "asha"
+    grace_period: int = Field(default=1, ge=1, le=1_000_000)  # asha, median: epochs before a trial may be stopped
+    reduction_factor: float = Field(default=3.0, gt=1.0, le=1000.0)  # asha, hyperband
+    brackets: int = Field(default=1, ge=1, le=10)  # asha
+    perturbation_interval: int = Field(default=2, ge=1, le=1_000_000)  # pbt: epochs between exploit/explore
+    quantile_fraction: float = Field(default=0.25, gt=0.0, le=0.5)  # pbt
+    mutations: list[str] | None = None  # pbt: searched parameters to perturb (default: all of them)
+
+
+class ResourcesConfig(_Section):
+    cpu: float = Field(default=1.0, gt=0.0, le=4096.0)
+    gpu: float = Field(default=0.0, ge=0.0, le=1024.0)  # fractional: several trials share one GPU
+    workers: int = Field(default=1, ge=1, le=4096)  # > 1: one trial trains data-parallel on several workers
+
+    @model_validator(mode="after")
+    def _gpu_share(self) -> "ResourcesConfig":
+        if self.gpu > 1 and self.gpu != int(self.gpu):
+            raise ValueError(f"gpu above 1 must be a whole number, got {self.gpu}")
+        return self
+
+
+class TrackingConfig(_Section):
+    enabled: bool = True
+    uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db
+    experiment: str | None = None  # None: the spec's name
+    register_model: bool = Field(default=False, alias="register")  # `register:` the best model in the Model Registry
+
+
+def _auto_or_bool(v: Any) -> Any:
+    if v == "auto" or isinstance(v, bool):
+        return v
+    raise ValueError("expected auto, true or false")
+
+
+AutoBool = Annotated[Literal["auto"] | bool, BeforeValidator(_auto_or_bool)]
+
+
+class PerformanceConfig(_Section):
+    """Speed switches; `auto` is on where the trial has a CUDA device (see engine.resolve_performance)."""
+
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # bf16 autocast on GPUs that support it
+    channels_last: AutoBool = "auto"  # NHWC memory layout for model and inputs
+    compile: bool = False  # torch.compile the training module (compilation time is paid per trial)
+    cudnn_benchmark: bool = True  # let cuDNN pick the fastest convolution algorithms
+    data_on_device: AutoBool = "auto"  # small datasets held as tensors on the GPU
+    reuse_actors: bool = True  # a finished trial's Ray process (imports, dataset) serves the next trial
+
+    def trial_options(self) -> dict[str, Any]:
+        """The keyword options of engine.run_trial."""
+        return self.model_dump(exclude={"reuse_actors"})
+
+
+class FinalConfig(_Section):
+    retrain_best: bool = False  # retrain the best config for `epochs`, then score the test split
+    report: bool = True  # write reports/<name>/ at the end of `tune run`
+
+
+def _to_space(v: Any) -> Space:
+    """A Space as it is (load_spec parses it, with errors that point at the line), else parsed here."""
+    if isinstance(v, Space):
+        return v
+    if not isinstance(v, dict):
+        raise ValueError("expected a mapping of parameter names to values or distributions")
+    return Space.parse(v)
+
+
+ParametersField = Annotated[Space, BeforeValidator(_to_space), PlainSerializer(lambda s: s.raw, return_type=dict)]
+
+
+class Spec(_Section):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100)
+    description: str = ""
+    trainable: str = "classifier"  # or "package.module:function", a Ray Tune function trainable
+    dataset: DatasetConfig = DatasetConfig()
+    metric: str = "val_acc"
+    mode: Literal["max", "min"] = "max"
+    epochs: int = Field(default=10, ge=1, le=1_000_000)
+    max_failures: int = Field(default=1, ge=0, le=1000)  # retries of a failed trial from its last checkpoint
+    parameters: ParametersField = Space({})  # name -> Param, parsed once
+    search: SearchConfig = SearchConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    performance: PerformanceConfig = PerformanceConfig()
+    final: FinalConfig = FinalConfig()
+
+    # Filled by load_spec, not by the user.
+    source: str | None = Field(default=None, exclude=True)
+    text_hash: str | None = Field(default=None, exclude=True)
+
+    @property
+    def num_samples(self) -> int:
+        """Trials in the sweep; with grid search, every combination times search.num_samples."""
+        if self.search.algorithm == "grid":
+            return len(self.search.points_to_evaluate) + grid_size(self.space) * (self.search.num_samples or 1)
+        grids = 1  # random search: Ray crosses every `grid:` with num_samples draws
+        for p in self.space.values():
+            grids *= len(p.values) if isinstance(p, Choice) and p.grid else 1
+        return (self.search.num_samples or 10) * grids
+
+    @property
+    def space(self) -> Space:
+        return self.parameters
+
+    @property
+    def experiment(self) -> str:
+        return self.tracking.experiment or self.name
+
+    @property
+    def searched(self) -> list[str]:
+        return self.parameters.searched

@@ -1,0 +1,94 @@
+"""The retrained best model on the parent run (its test metrics, the model, registered if asked), and reports."""
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Any, Callable
+
+from trainables.errors import redact
+from trainables.results.layout import read_run_file
+from trainables.tracking.server import check_reachable, reason
+from trainables.tracking.values import metrics_of
+
+
+def queue_retrained(submit: Callable[[str, Callable[[], None]], None], client, *, uri: str, parent_id: str,
+                    info: dict[str, Any], model, example, register: str | None,
+                    on_logged: Callable[[dict[str, Any]], None]) -> None:
+    """Queue test_acc/test_loss (and the retrain's epochs) on the parent, then the model (registered
+    under `register` unless None); on_logged(model info) once it arrived."""
+    import mlflow.models  # noqa: F401 - imported here, not on the sender thread: see below
+    import mlflow.pytorch  # noqa: F401
+    from mlflow.entities import Metric, RunTag
+
+    try:  # mlflow imports IPython when it is installed; half-imported on the sender thread it
+        import IPython  # noqa: F401  breaks matplotlib, which the report imports meanwhile
+    except ImportError:
+        pass
+    now = int(time.time() * 1000)
+    metrics = [Metric("test_acc", info["test_acc"], now, 0), Metric("test_loss", info["test_loss"], now, 0)]
+    for row in info.get("history", []):
+        metrics += [Metric(f"retrain_{k}", v, now, int(row["epoch"])) for k, v in metrics_of(row).items()]
+    metrics = [m for m in metrics if math.isfinite(m.value)]
+    tags = [RunTag("retrained_trial_id", info["trial_id"])]
+    submit("the retrained model's test metrics", lambda: client.log_batch(parent_id, metrics=metrics, tags=tags))
+    submit("the retrained model", lambda: on_logged(log_model(client, uri, parent_id, model, example, register)))
+
+
+def log_model(client, uri: str, parent_id: str, model, example, register: str | None) -> dict[str, Any]:
+    """Log the model (with its signature and this package's code) to the parent run; its URI and
+    registered version, also tagged on the parent. Runs on the sender thread."""
+    import mlflow
+    import mlflow.pytorch
+    import torch
+    from mlflow.entities import RunTag
+    from mlflow.models import infer_signature
+
+    import trainables
+
+    model = model.cpu().eval()
+    with torch.no_grad():
+        signature = infer_signature(example.numpy(), model(example).numpy())
+    old = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    mlflow.set_tracking_uri(uri)
+    try:
+        logged = mlflow.pytorch.log_model(
+            model, name="model", run_id=parent_id, signature=signature, serialization_format="pickle",
+            registered_model_name=register, await_registration_for=60,
+            code_paths=[os.path.dirname(trainables.__file__)],  # the model's classes, to load it anywhere
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+        )
+    finally:
+        mlflow.set_tracking_uri(old)  # None: back to unset
+    out = {"model_uri": logged.model_uri}
+    tags = [RunTag("model_uri", logged.model_uri)]
+    if register and logged.registered_model_version is not None:
+        out.update(registered_model=register, registered_model_version=int(logged.registered_model_version))
+        tags.append(RunTag("registered_model", f"{register} v{logged.registered_model_version}"))
+    client.log_batch(parent_id, tags=tags)
+    return out
+
+
+def attach_report(sweep_path: str, folder: str | os.PathLike) -> str:
+    """Attach a report folder to the sweep's parent run (from <sweep>/mlflow_run.json); a line
+    saying what happened. `tune report` uses it; a tracking fault is reported, not raised."""
+    saved = read_run_file(sweep_path)  # {} on remote storage: no run file there
+    shown, run_id = saved.get("tracking_uri"), saved.get("run_id")
+    if not shown or not run_id:
+        return "mlflow: this sweep has no MLflow parent run; the report is not attached"
+    # The run file keeps the URI without its credentials: they come back from the environment.
+    env = os.environ.get("MLFLOW_TRACKING_URI", "")
+    uri = env if env and redact(env) == shown else shown
+    if "***" in uri:
+        return (f"mlflow: the tracking server {shown} needs credentials: set MLFLOW_TRACKING_URI to its full URI "
+                f"and run `tune report` again to attach the report")
+    try:
+        check_reachable(uri, timeout=5.0)
+        from mlflow import MlflowClient
+
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        MlflowClient(tracking_uri=uri).log_artifacts(run_id, str(folder), "report")
+    except Exception as e:  # noqa: BLE001 - the report is written; attaching it is a bonus
+        return (f"mlflow: could not attach the report to parent run {run_id} at {shown} ({reason(e)}); "
+                f"run `tune report` again later")
+    return f"mlflow: attached to parent run {run_id} at {shown} (artifacts: report/)"

@@ -1,0 +1,236 @@
+"""The child runs: one nested MLflow run per trial, its epochs buffered and sent in batches, found again on --resume.
+
+Trial events arrive on the driver (from the Ray callback, through the Tracker) and become
+operations queued on the sender; the operations run on the sender thread. A child only
+receives epochs above the highest step MLflow already holds for it, so sending twice is harmless.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from trainables.spec.schema import Spec
+from trainables.tracking.values import error_text, metrics_of, node_tags, param_value, step_of
+
+TRIAL_TAG = "trial_id"  # child: Ray's trial id (how --resume finds the child again)
+PARENT_TAG = "mlflow.parentRunId"  # what makes a run nested in `mlflow ui`
+FLUSH_RESULTS = 10  # a child's buffered epochs are sent after this many results ...
+FLUSH_SECONDS = 10.0  # ... or this many seconds, and always when the trial ends
+
+
+def quote(s: str) -> str:
+    """s as a string literal of an MLflow search filter."""
+    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def find_children(client, experiment_id: str, parent: str, trial_id: str | None = None) -> dict[str, str]:
+    """trial id -> run id of the children under parent (the oldest, if a trial has several)."""
+    query = f"tags.{PARENT_TAG} = {quote(parent)}"
+    if trial_id is not None:
+        query += f" and tags.{TRIAL_TAG} = {quote(trial_id)}"
+    found: dict[str, str] = {}
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=query, max_results=1000,
+                                  order_by=["attributes.start_time ASC"], page_token=token)
+        for r in page:
+            found.setdefault(r.data.tags.get(TRIAL_TAG, ""), r.info.run_id)
+        token = page.token
+        if not token:
+            return found
+
+
+@dataclass
+class _Child:
+    trial_id: str
+    run_id: str | None = None
+    sent_step: int | None = None  # the highest step MLflow holds for this run (None: not known yet)
+    queued_step: int = 0  # the highest step buffered in this process (re-reported epochs are dropped)
+    buffer: list = field(default_factory=list)  # mlflow Metric entities not yet queued
+    results: int = 0
+    last_flush: float = field(default_factory=time.monotonic)
+    opened: bool = False  # its open operation is queued
+    params_logged: bool = False
+    node_tagged: bool = False
+    closed_as: str | None = None
+
+
+class Trials:
+    """The children of one parent run. `client` returns the tracker's MlflowClient; `submit(what, fn)`
+    queues fn on the sender. `bind` names the parent once the tracker has started (or found) it."""
+
+    def __init__(self, spec: Spec, client: Callable[[], Any], submit: Callable[[str, Callable[[], None]], None]):
+        self.spec, self._client, self._submit = spec, client, submit
+        self.experiment_id: str | None = None
+        self.parent_id: str | None = None
+        self.known: dict[str, str] = {}  # trial id -> child run id found under the parent
+        self.children: dict[str, _Child] = {}
+
+    def bind(self, experiment_id: str, parent_id: str, known: dict[str, str]) -> None:
+        self.experiment_id, self.parent_id, self.known = experiment_id, parent_id, known
+
+    @property
+    def client(self):
+        return self._client()
+
+    # -- trial events (on the driver) --
+
+    def child(self, trial_id: str) -> _Child:
+        child = self.children.get(trial_id)
+        if child is None:
+            child = self.children[trial_id] = _Child(trial_id)
+        return child
+
+    def trial_started(self, trial_id: str, config: Mapping[str, Any]) -> None:
+        child = self.child(trial_id)
+        child.opened, child.node_tagged = True, False
+        params = {k: v for k, v in config.items() if v is not None}
+        self._submit(f"the run of trial {trial_id}", lambda: self._open(child, params, running=True))
+
+    def trial_result(self, trial_id: str, config: Mapping[str, Any], result: Mapping[str, Any]) -> None:
+        if result.get("__duplicate__"):
+            return
+        step = step_of(result)
+        child = self.child(trial_id)
+        if not child.opened:
+            self.trial_started(trial_id, config)
+        if step is None or step <= child.queued_step:
+            return  # an epoch reported again after a restore: MLflow already has (or will have) it
+        self._buffer(child, step, metrics_of(result), result.get("timestamp"))
+        child.results += 1
+        if not child.node_tagged:
+            child.node_tagged = True
+            tags = node_tags(result)
+            self._submit(f"the node of trial {trial_id}", lambda: self._tag(child, tags))
+        if child.results >= FLUSH_RESULTS or time.monotonic() - child.last_flush >= FLUSH_SECONDS:
+            self._flush(child)
+
+    def trial_ended(self, trial_id: str, status: str, error: str | None = None, error_file: str | None = None) -> None:
+        child = self.child(trial_id)
+        self._flush(child)
+        if child.closed_as == status:
+            return
+        child.closed_as = status
+        if error is None and error_file:
+            error = error_text(error_file)
+        self._submit(f"the end of trial {trial_id}", lambda: self._close(child, status, error, error_file))
+
+    def tick(self) -> None:
+        """Send what slow trials have buffered for a while."""
+        now = time.monotonic()
+        for child in self.children.values():
+            if child.buffer and now - child.last_flush >= FLUSH_SECONDS:
+                self._flush(child)
+
+    def flush(self) -> None:
+        for child in self.children.values():
+            self._flush(child)
+
+    def sync(self, sweep, *, close: bool = True) -> None:
+        """Queue whatever MLflow lacks of the sweep's own results: runs, epochs, node and (close:
+        the sweep finished) each trial's final status."""
+        for t in sweep.trials:
+            child = self.child(t.trial_id)
+            if not child.opened:
+                child.opened = True
+                self._submit(f"the run of trial {t.trial_id}",
+                             lambda c=child, p=dict(t.config): self._open(c, p, running=False))
+            history = t.history
+            if history is not None and len(history):
+                for row in history.to_dict("records"):
+                    step = step_of(row)
+                    if step is not None:
+                        # NaN in a history row: that metric was absent that epoch.
+                        clean = {k: v for k, v in metrics_of(row).items() if not math.isnan(v)}
+                        self._buffer(child, step, clean, row.get("timestamp"))
+                self._flush(child)
+            if not child.node_tagged and t.last:
+                child.node_tagged = True
+                tags = node_tags(t.last)
+                self._submit(f"the node of trial {t.trial_id}", lambda c=child, g=tags: self._tag(c, g))
+            if close:
+                self.trial_ended(t.trial_id, t.status, error_file=t.error)
+
+    def _buffer(self, child: _Child, step: int, metrics: dict[str, float], timestamp: Any) -> None:
+        from mlflow.entities import Metric
+
+        # Ray's timestamp (seconds) when there is one: the same epoch sent twice is then the
+        # same row, which MLflow stores once.
+        finite = isinstance(timestamp, (int, float)) and math.isfinite(timestamp)
+        ts = int(float(timestamp) * 1000) if finite else int(time.time() * 1000)
+        child.buffer.extend(Metric(k, v, ts, step) for k, v in metrics.items())
+        child.queued_step = max(child.queued_step, step)
+
+    def _flush(self, child: _Child) -> None:
+        child.results, child.last_flush = 0, time.monotonic()
+        if not child.buffer:
+            return
+        batch, child.buffer = child.buffer, []
+        steps = sorted({m.step for m in batch})
+        epochs = f"epochs {steps[0]}-{steps[-1]}" if len(steps) > 1 else f"epoch {steps[0]}"
+        self._submit(f"{epochs} of trial {child.trial_id}", lambda: self._send_metrics(child, batch))
+
+    # -- operations (on the sender thread) --
+
+    def _open(self, child: _Child, params: Mapping[str, Any] | None, *, running: bool) -> None:
+        from mlflow.entities import Param, RunTag
+
+        c = self.client
+        if child.run_id is None:
+            run_id = (self.known.get(child.trial_id)
+                      or find_children(c, self.experiment_id, self.parent_id, child.trial_id).get(child.trial_id))
+            if run_id is None:
+                run_id = c.create_run(self.experiment_id, run_name=f"trial_{child.trial_id}", tags={
+                    PARENT_TAG: self.parent_id, TRIAL_TAG: child.trial_id, "status": "running",
+                    "sweep_name": self.spec.name,
+                }).info.run_id
+                child.sent_step = 0
+            child.run_id = run_id
+        if child.sent_step is None:
+            child.sent_step = self._last_step(child.run_id)
+        if running:
+            c.update_run(child.run_id, status="RUNNING")
+            c.log_batch(child.run_id, tags=[RunTag("status", "running")])
+            child.closed_as = None
+        if params and not child.params_logged:
+            c.log_batch(child.run_id, params=[Param(k, param_value(v)[:6000]) for k, v in params.items()])
+            child.params_logged = True
+
+    def _last_step(self, run_id: str) -> int:
+        c = self.client
+        keys = list(c.get_run(run_id).data.metrics)
+        key = self.spec.metric if self.spec.metric in keys else (keys[0] if keys else None)
+        if key is None:
+            return 0
+        return max((m.step for m in c.get_metric_history(run_id, key)), default=0)
+
+    def _ensure_open(self, child: _Child) -> None:
+        if child.run_id is None or child.sent_step is None:
+            self._open(child, None, running=False)
+
+    def _send_metrics(self, child: _Child, batch: list) -> None:
+        self._ensure_open(child)
+        fresh = [m for m in batch if m.step > child.sent_step]
+        if fresh:
+            self.client.log_batch(child.run_id, metrics=fresh)
+            child.sent_step = max(m.step for m in fresh)
+
+    def _tag(self, child: _Child, tags: Mapping[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self._ensure_open(child)
+        if tags:
+            self.client.log_batch(child.run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+
+    def _close(self, child: _Child, status: str, error: str | None, error_file: str | None) -> None:
+        from mlflow.entities import RunTag
+
+        self._ensure_open(child)
+        tags = [RunTag("status", status)] + ([RunTag("error", error[:5000])] if error else [])
+        self.client.log_batch(child.run_id, tags=tags)
+        if error_file and Path(error_file).is_file():
+            self.client.log_artifact(child.run_id, error_file)
+        self.client.set_terminated(child.run_id, "FAILED" if status == "errored" else "FINISHED")

@@ -1,0 +1,67 @@
+"""What is logged of a trial: its metrics, epoch, params, node tags and error, taken from Ray's results."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+# What Ray adds to every result: bookkeeping of the run, not measurements of the model.
+RAY_KEYS = frozenset({
+    "training_iteration", "epoch", "time_this_iter_s", "time_total_s", "time_since_restore",
+    "iterations_since_restore", "timesteps_since_restore", "timesteps_total", "timesteps_this_iter",
+    "episodes_total", "episodes_this_iter", "timestamp", "date", "pid", "hostname", "node_ip",
+    "trial_id", "experiment_id", "experiment_tag", "config", "done", "should_checkpoint",
+    "checkpoint_dir_name", "warmup_time", "__duplicate__", "__trial_info__", "_metric", "diverged",
+    "gpu_id",  # the classifier's GPU (Ray's id on the node): a tag of the child run, not a metric
+})
+
+
+def metrics_of(result: Mapping[str, Any]) -> dict[str, float]:
+    """The model's numeric metrics in a Ray result (or a history row): no Ray internals, no config."""
+    out = {}
+    for k, v in result.items():
+        if k in RAY_KEYS or k.startswith("config/") or isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        out[k] = float(v)
+    return out
+
+
+def step_of(result: Mapping[str, Any]) -> int | None:
+    """The epoch a result belongs to (the classifier reports `epoch`; others: Ray's iteration)."""
+    v = result.get("epoch", result.get("training_iteration"))
+    try:
+        return int(v) if v is not None and math.isfinite(float(v)) else None
+    except (TypeError, ValueError):
+        return None
+
+
+def param_value(v: Any) -> str:
+    """A config value as an MLflow param: lists and mappings as JSON, the rest as text."""
+    return json.dumps(v) if isinstance(v, (list, tuple, dict)) else str(v)
+
+
+def node_tags(result: Mapping[str, Any]) -> dict[str, str]:
+    """node: Ray's hostname (ip) of the trial's worker; gpu: the GPU id the classifier reported, or none."""
+    host, ip, gpu = result.get("hostname"), result.get("node_ip"), result.get("gpu_id")
+    tags = {}
+    if host or ip:
+        tags["node"] = f"{host} ({ip})" if host and ip and host != ip else str(host or ip)
+    if isinstance(gpu, (int, float)) and not isinstance(gpu, bool) and math.isfinite(gpu):
+        tags["gpu"] = str(int(gpu))
+    elif isinstance(gpu, str) and gpu:
+        tags["gpu"] = gpu
+    else:
+        tags["gpu"] = "none"
+    return tags
+
+
+def error_text(error_file: str | None) -> str | None:
+    """The last line of a trial's error file (the exception), or None."""
+    if not error_file:
+        return None
+    try:
+        lines = [ln for ln in Path(error_file).read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "errored"
+    return lines[-1].strip() if lines else "errored"

@@ -1,0 +1,54 @@
+"""Every use of Ray's internals, in one place: a Ray upgrade that moves them breaks only here.
+
+What `tune run --resume` mends before Tune restarts a sweep's unfinished trials:
+
+Tune restores each trial from the checkpoint its last experiment-state snapshot names. It deletes
+a trial's older checkpoints (CheckpointConfig.num_to_keep) as soon as it registers a newer one,
+and writes the snapshot that names the newer one a moment later: a driver killed in between
+leaves a snapshot naming a checkpoint that is gone, and Tune's restore then fails the trial
+("Could not recover from checkpoint as it does not exist on storage anymore"). Such a trial
+starts again instead: the checkpoints it wrote after that snapshot are not in its result.json
+(saved with the snapshot), so going on from one would leave epochs missing from its history.
+"""
+from __future__ import annotations
+
+
+def mend_trial(trial) -> str | None:
+    """Let a restored, unfinished trial whose checkpoint is gone start again; a line saying so,
+    or None when its checkpoint is there."""
+    from ray.train._internal.storage import _exists_at_fs_path
+
+    def exists(checkpoint) -> bool:
+        return _exists_at_fs_path(checkpoint.filesystem, checkpoint.path)
+
+    named = trial.checkpoint
+    if trial.status not in ("PENDING", "PAUSED") or named is None or exists(named):
+        return None
+    manager = trial.run_metadata.checkpoint_manager
+    # Forgotten, or Tune would restore from it, or try to delete it again and fail.
+    manager._checkpoint_results = [r for r in manager._checkpoint_results if exists(r.checkpoint)]
+    manager._latest_checkpoint_result = None
+    trial.invalidate_json_state()
+    trial.run_metadata.invalidate_cache()
+    name = named.path.rstrip("/").rsplit("/", 1)[-1]
+    return (f"resume: trial {trial.trial_id}'s {name}, named by the sweep's last saved state, is gone "
+            f"(Ray deleted it before saving the state again); the trial starts again")
+
+
+def attach(tuner, callback) -> None:
+    """Make sure a restored Tuner calls `callback`. A restored Tuner keeps the callbacks pickled in
+    its tuner.pkl (ours come back as the live tracker's); a sweep started without one has none
+    of it, so it is added to the restored run config (a private attribute of the Tuner)."""
+    run_config = getattr(getattr(tuner, "_local_tuner", None), "_run_config", None)
+    if run_config is None:
+        return
+    callbacks = list(run_config.callbacks or [])
+    if not any(c is callback for c in callbacks):
+        run_config.callbacks = callbacks + [callback]
+
+
+def train_v2_enabled() -> tuple[bool, str]:
+    """Whether Ray Train V2 (what data-parallel trials use) is on, and the variable that switches it."""
+    from ray.train.v2._internal.constants import V2_ENABLED_ENV_VAR, is_v2_enabled
+
+    return is_v2_enabled(), V2_ENABLED_ENV_VAR

@@ -1,0 +1,134 @@
+"""Tune callbacks on the sweep driver: progress lines, MLflow events, --resume's checkpoint mending."""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, Callable
+
+from ray.tune import Callback
+
+from trainables.core.trial import clean_config
+from trainables.results.read import trial_status
+from trainables.spec.schema import Spec
+from trainables.tune import _ray_private
+
+
+class Progress(Callback):
+    """One line per finished trial on stdout, instead of Ray's periodic tables."""
+
+    def __init__(self, spec: Spec, stream=None):
+        # Only what a line needs: Tune pickles its callbacks into tuner.pkl, and the spec may hold a
+        # tracking URI with a password.
+        self.metric, self.epochs, self.num_samples = spec.metric, spec.epochs, spec.num_samples
+        self.stream, self.start = stream or sys.stdout, time.time()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its callbacks with the experiment state; a stream (a StringIO, a test
+        # runner's capture) does not pickle, and a restored sweep prints to its own stdout.
+        return {**self.__dict__, "stream": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, stream=state.get("stream") or sys.stdout)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.line(trial, trials, error=False)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.line(trial, trials, error=True)
+
+    def line(self, trial, trials, *, error: bool) -> None:
+        r = trial.last_result or {}
+        ended = ("TERMINATED", "ERROR")
+        done = sum(t.status in ended for t in trials) + (0 if trial.status in ended else 1)
+        status = "errored" if error else trial_status(trial, self.epochs)
+        value = r.get(self.metric)
+        shown = f"{self.metric}={value:.4f}" if isinstance(value, (int, float)) else "no result"
+        print(f"[{time.time() - self.start:6.0f}s] trial {trial.trial_id} {status:13s} {shown} after "
+              f"{r.get('training_iteration', 0)} epochs  ({done}/{self.num_samples} done)",
+              file=self.stream, flush=True)
+
+
+# ---- MLflow: trial events -> the sweep's tracker ---------------------------------------------
+
+class _Idle:
+    """The tracker of a callback restored where no sweep of its path runs: it does nothing."""
+
+    path = ""
+
+    def guard(self, hook: str, fn: Callable[[], None]) -> None:
+        pass
+
+
+_LIVE: dict[str, Any] = {}  # sweep path -> the tracker of the sweep running in this process
+
+
+def _live_callback(sweep_path: str) -> "TrackerCallback":
+    """What a callback pickled into tuner.pkl becomes when the sweep is restored: one calling the
+    live tracker of that sweep in this process, or one that does nothing."""
+    return TrackerCallback(_LIVE.get(sweep_path, _Idle()))
+
+
+class TrackerCallback(Callback):
+    """Driver-side: trial events -> the tracker (tracking.Tracker, or its null object). Every hook
+    runs through tracker.guard, so a tracking fault never raises into Ray."""
+
+    def __init__(self, tracker):
+        self.tracker = tracker
+
+    def __reduce__(self):
+        return (_live_callback, (self.tracker.path,))
+
+    def register(self) -> "TrackerCallback":
+        """Make this the callback that a restored tuner.pkl of this sweep resolves to."""
+        _LIVE[self.tracker.path] = self.tracker
+        return self
+
+    def unregister(self) -> None:
+        if _LIVE.get(self.tracker.path) is self.tracker:
+            del _LIVE[self.tracker.path]
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        t = self.tracker
+        t.guard("on_trial_start", lambda: t.trial_started(trial.trial_id, clean_config(trial.config)))
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        t = self.tracker
+        t.guard("on_trial_result", lambda: t.trial_result(trial.trial_id, clean_config(trial.config), result))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        t = self.tracker
+        t.guard("on_trial_complete", lambda: t.trial_ended(trial.trial_id, trial_status(trial, t.spec.epochs)))
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        t = self.tracker
+        t.guard("on_trial_error", lambda: t.trial_ended(trial.trial_id, "errored", error_file=trial.error_file))
+
+    def on_step_end(self, iteration, trials, **info):
+        self.tracker.guard("on_step_end", lambda: self.tracker.tick())
+
+    def on_experiment_end(self, trials, **info):
+        self.tracker.guard("on_experiment_end", lambda: self.tracker.flush())
+
+
+# ---- --resume: trials whose saved checkpoint Ray already deleted -----------------------------
+
+class MendCheckpoints(Callback):
+    """Mends every restored trial once, before the first is started (see _ray_private.mend_trial)."""
+
+    def __init__(self, stream=None):
+        self.stream, self.done = stream, False
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "stream": None}
+
+    def on_step_begin(self, iteration, trials, **info):
+        if self.done:
+            return
+        self.done = True
+        for trial in trials:
+            try:
+                line = _ray_private.mend_trial(trial)
+            except (AttributeError, ImportError) as e:  # Ray's internals moved (ray>=2.40 is allowed)
+                line = f"resume: could not check trial {trial.trial_id}'s checkpoint ({e}); Tune restores it as saved"
+            if line:
+                print(line, file=self.stream or sys.stdout, flush=True)

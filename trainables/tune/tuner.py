@@ -1,0 +1,147 @@
+"""Spec -> Ray Tune Tuner: search algorithm, scheduler, trainable with its resources, storage."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from trainables.errors import SpecError
+from trainables.results.layout import experiment_dir, storage_root
+from trainables.search.optuna import DefineByRun, encode_point
+from trainables.spec.schema import Spec
+from trainables.tune.space import ray_space
+
+
+def _search_alg(spec: Spec):
+    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+
+    space, s = spec.space, spec.search
+    if s.algorithm == "optuna":
+        import optuna
+        from ray.tune.search.optuna import OptunaSearch
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        alg = OptunaSearch(
+            space=DefineByRun(space),
+            metric=spec.metric,
+            mode=spec.mode,
+            sampler=optuna.samplers.TPESampler(seed=s.seed),
+            points_to_evaluate=[encode_point(space, p) for p in s.points_to_evaluate] or None,
+        )
+    elif s.algorithm == "grid":
+        from trainables.tune.searchers import GridSearch
+
+        alg = GridSearch(space, repeats=s.num_samples or 1, points=s.points_to_evaluate)
+    else:  # random: Ray's generator samples the Ray Tune domains and limits concurrency itself
+        alg = BasicVariantGenerator(
+            points_to_evaluate=list(s.points_to_evaluate) or None,
+            max_concurrent=s.max_concurrent or 0,
+            random_state=s.seed,
+        )
+        return alg, ray_space(space, seed=s.seed)
+    return (ConcurrencyLimiter(alg, max_concurrent=s.max_concurrent) if s.max_concurrent else alg), {}
+
+
+def _scheduler(spec: Spec, param_space: dict[str, Any]):
+    from ray.tune import schedulers as S
+
+    c = spec.scheduler
+    if c.name == "asha":
+        # A grace period past the last epoch just means no early stop (e.g. with -o epochs=1).
+        return S.ASHAScheduler(time_attr="training_iteration", max_t=spec.epochs,
+                               grace_period=min(c.grace_period, spec.epochs),
+                               reduction_factor=c.reduction_factor, brackets=c.brackets)
+    if c.name == "hyperband":
+        return S.HyperBandScheduler(time_attr="training_iteration", max_t=spec.epochs,
+                                    reduction_factor=c.reduction_factor)
+    if c.name == "median":
+        return S.MedianStoppingRule(time_attr="training_iteration", grace_period=c.grace_period, min_samples_required=3)
+    if c.name == "pbt":
+        names = c.mutations or spec.searched
+        return S.PopulationBasedTraining(
+            time_attr="training_iteration",
+            perturbation_interval=c.perturbation_interval,
+            quantile_fraction=c.quantile_fraction,
+            hyperparam_mutations={n: param_space[n] for n in names},
+        )
+    return S.FIFOScheduler()
+
+
+def trainable_for(spec: Spec, *, storage: str | None = None):
+    from ray import tune
+
+    if spec.resources.workers > 1:  # data-parallel: a light Tune trial driving a Ray Train run
+        from trainables.tune.data_parallel import DRIVER_CPU, data_parallel_trainable, train_storage
+        from trainables.tune.trainable import data_parallel
+
+        fn = tune.with_parameters(data_parallel, dataset=spec.dataset, epochs=spec.epochs, resources=spec.resources,
+                                  max_failures=spec.max_failures,
+                                  train_storage=train_storage(experiment_dir(spec, storage)),
+                                  performance=spec.performance.trial_options())
+        return tune.with_resources(data_parallel_trainable(fn), {"cpu": DRIVER_CPU})
+    if spec.trainable == "classifier":
+        from trainables.tune.trainable import classifier
+
+        fn = tune.with_parameters(classifier, dataset=spec.dataset, epochs=spec.epochs, threads=int(spec.resources.cpu),
+                                  performance=spec.performance.trial_options())
+    else:
+        import importlib
+
+        mod, _, name = spec.trainable.partition(":")
+        fn = getattr(importlib.import_module(mod), name)
+    return tune.with_resources(fn, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+
+
+def build_tuner(spec: Spec, *, storage: str | None = None, resume: bool = False, callbacks: list | None = None):
+    """A Tuner for the spec: a fresh one, or the interrupted sweep of the same name restored."""
+    from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
+
+    if spec.resources.workers > 1:
+        from trainables.tune.data_parallel import check_spec, with_trial_limit
+
+        check_spec(spec)
+        spec = with_trial_limit(spec)
+    # Ray's default loggers write TensorBoard files and progress.csv that nothing here reads
+    # (ExperimentAnalysis reads result.json): keep the JSON logger only.
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our Progress lines replace Ray's tables
+    # Trials work in the directory `tune run` was started from (Tune propagates this to its
+    # actors), so relative paths in a spec (dataset.root, weights: PATH) mean what they say.
+    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+    callbacks = [JsonLoggerCallback(), *(callbacks or [])]
+    path = experiment_dir(spec, storage)
+    trainable = trainable_for(spec, storage=storage)
+    if resume:
+        if not tune.Tuner.can_restore(path):
+            raise SpecError(f"nothing to resume at {path}: run without --resume to start the sweep", file=spec.source)
+        return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    search_alg, param_space = _search_alg(spec)
+    return tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            metric=spec.metric,
+            mode=spec.mode,
+            search_alg=search_alg,
+            scheduler=_scheduler(spec, param_space),
+            # Ray counts random-search samples per `grid:` point; our count is the total.
+            num_samples=spec.num_samples if spec.search.algorithm == "grid" else spec.search.num_samples or 10,
+            # a data-parallel trial's process owns its Train run
+            reuse_actors=spec.performance.reuse_actors and spec.resources.workers == 1,
+            trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
+        ),
+        run_config=tune.RunConfig(
+            name=spec.name,
+            storage_path=storage_root(storage),
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            # Tune snapshots the whole experiment state each time a trial has made num_to_keep
+            # checkpoints (so that the snapshot never names a deleted one): 1 meant a snapshot
+            # after every epoch of every trial; 2 halves them for one more checkpoint on disk.
+            # PBT keeps them all: a paused trial told to clone another restores that trial's
+            # checkpoint later, when the other may have deleted it (Ray warns of it; it failed
+            # trials here with epochs of 0.1 s).
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None if spec.scheduler.name == "pbt" else 2),
+            callbacks=callbacks,
+            verbose=0,
+        ),
+    )
