@@ -5,6 +5,7 @@ import sys
 import time
 from typing import Any
 
+from trainables.errors import SpecError
 from trainables.results.layout import experiment_dir, save_spec
 from trainables.results.read import Sweep, load_sweep
 from trainables.results.retrained import load_retrained, model_file, save_retrained, update_retrained
@@ -12,7 +13,7 @@ from trainables.results.summary import print_summary
 from trainables.spec.schema import Spec
 from trainables.tracking import open_tracker
 from trainables.tune import _ray_private
-from trainables.tune.callbacks import MendCheckpoints, Progress, TrackerCallback
+from trainables.tune.callbacks import MendCheckpoints, MetricCheck, Progress, TrackerCallback
 from trainables.tune.cluster import check_cluster
 from trainables.tune.interrupt import Interrupts
 from trainables.tune.tuner import build_tuner
@@ -39,6 +40,8 @@ def run_sweep(spec: Spec, *, storage: str | None = None, resume: bool = False, s
         if resume:
             _ray_private.attach(tuner, MendCheckpoints(stream))
             _ray_private.attach(tuner, callback)
+        metric_check = MetricCheck(spec.metric)
+        _ray_private.set_stopper(tuner, metric_check)
         tracker.start()
         if not resume:
             save_spec(spec, path)
@@ -52,6 +55,11 @@ def run_sweep(spec: Spec, *, storage: str | None = None, resume: bool = False, s
         sweep = load_sweep(path)
         print_summary(sweep, wall_seconds=wall, stream=stream)
         interrupts.check()
+        if metric_check.missing is not None:
+            raise SpecError(f"{spec.trainable} reports no {spec.metric!r} (the spec's metric); its first result had "
+                            f"{', '.join(metric_check.missing) or 'no keys'}. Report {spec.metric} with "
+                            f"tune.report, or set metric: to one of those; the sweep was stopped",
+                            file=spec.source, path="metric")
         finished = grid.num_terminated + grid.num_errors == len(grid)
         tracker.sync(sweep, close=finished)
         final_steps(sweep, finished=finished, stream=stream, tracker=tracker)

@@ -84,7 +84,7 @@ def _image_folder(spec: Spec, say: Callable[[str], None]) -> Spec:
         raise _error(spec, f"{len(bad)} of {len(files)} images do not decode: {named}. Fix or remove them, or set "
                            f"dataset.skip_bad_images: true to leave them out", "dataset.root")
     say(f"dataset: leaving out {len(bad)} of {len(files)} images that do not decode (skip_bad_images): {named}")
-    exclude = sorted({*d.exclude, *(os.path.relpath(p, root) for p, _ in bad)})
+    exclude = tuple(sorted({*d.exclude, *(os.path.relpath(p, root) for p, _ in bad)}))
     left = {p for p, _ in samples} - {p for p, _ in bad}
     if len({y for p, y in samples if p in left}) < len(classes):
         raise _error(spec, "with the unreadable images left out, a class folder has no image left", "dataset.root")

@@ -52,3 +52,10 @@ def train_v2_enabled() -> tuple[bool, str]:
     from ray.train.v2._internal.constants import V2_ENABLED_ENV_VAR, is_v2_enabled
 
     return is_v2_enabled(), V2_ENABLED_ENV_VAR
+
+
+def set_stopper(tuner, stopper) -> None:
+    """The Tuner's stopper (RunConfig.stop), also on a restored Tuner (whose run config is private)."""
+    run_config = getattr(getattr(tuner, "_local_tuner", None), "_run_config", None)
+    if run_config is not None:
+        run_config.stop = stopper

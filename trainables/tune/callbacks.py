@@ -6,6 +6,7 @@ import time
 from typing import Any, Callable
 
 from ray.tune import Callback
+from ray.tune.stopper import Stopper
 
 from trainables.core.trial import clean_config
 from trainables.results.read import trial_status
@@ -132,3 +133,33 @@ class MendCheckpoints(Callback):
                 line = f"resume: could not check trial {trial.trial_id}'s checkpoint ({e}); Tune restores it as saved"
             if line:
                 print(line, file=self.stream or sys.stdout, flush=True)
+
+
+# ---- a user's trainable that does not report the spec's metric ------------------------------
+
+class MetricCheck(Stopper):
+    """Stops the whole sweep at the first result without the spec's metric (a user trainable reporting
+    another name): every trial would report the same, and the search would learn nothing from them.
+    run.py turns `missing` into one clear error."""
+
+    def __init__(self, metric: str):
+        self.metric = metric
+        self.missing: list[str] | None = None  # the keys the offending result did have
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        if self.metric in result:
+            return False
+        self.missing = sorted(k for k in result if k not in _TUNE_KEYS)
+        return True
+
+    def stop_all(self) -> bool:
+        return self.missing is not None
+
+
+# What Tune adds to every result (not what the trainable reported).
+_TUNE_KEYS = frozenset({
+    "training_iteration", "time_this_iter_s", "time_total_s", "time_since_restore", "iterations_since_restore",
+    "timesteps_since_restore", "timestamp", "date", "pid", "hostname", "node_ip", "trial_id", "experiment_id",
+    "experiment_tag", "config", "done", "should_checkpoint", "checkpoint_dir_name", "warmup_time",
+    "timesteps_total", "episodes_total", "timesteps_this_iter", "episodes_this_iter",
+})

@@ -108,6 +108,9 @@ def build_tuner(spec: Spec, *, storage: str | None = None, resume: bool = False,
     # Trials work in the directory `tune run` was started from (Tune propagates this to its
     # actors), so relative paths in a spec (dataset.root, weights: PATH) mean what they say.
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+    # A result without the metric is callbacks.MetricCheck's to report, as one clear error; Tune's own
+    # check would raise from inside fit() with the whole result in the message.
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     callbacks = [JsonLoggerCallback(), *(callbacks or [])]
     path = experiment_dir(spec, storage)
     trainable = trainable_for(spec, storage=storage)

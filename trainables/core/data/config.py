@@ -28,7 +28,7 @@ class DatasetConfig(BaseModel):
     workers: int | None = Field(default=None, ge=0, le=64)  # image folders: DataLoader workers (None: min(4, CPUs))
     # image folders: images that do not decode are left out (with a warning and a count) instead of refused
     skip_bad_images: bool = False
-    exclude: list[str] = []  # image folders: files left out (paths under root); the driver fills it
+    exclude: tuple[str, ...] = ()  # image folders: files left out (paths under root); the driver fills it
 
     @field_validator("root")
     @classmethod
