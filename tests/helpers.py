@@ -1,6 +1,7 @@
 """Small helpers shared by the tests."""
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -28,3 +29,25 @@ def run_cli(*args, cwd=None, env=None, timeout=600, check=None) -> subprocess.Co
 def write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+class Payload:
+    """Pickles into a command that touches `marker` when it is unpickled: what code in a pickle can do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def recorded_finished(exp: Path) -> set[str]:
+    """Trials the sweep's saved state (what --resume reads) records as finished."""
+    done = set()
+    for f in exp.glob("experiment_state-*.json"):
+        try:
+            trials = json.loads(f.read_text())["trial_data"]
+        except (OSError, ValueError, KeyError):  # being rewritten just now
+            continue
+        done |= {json.loads(t[0])["trial_id"] for t in trials if json.loads(t[0])["status"] == "TERMINATED"}
+    return done

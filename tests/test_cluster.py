@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import ROOT, free_port, write
+from tests.helpers import ROOT, free_port, recorded_finished, write
 
 CLUSTER_DIR = ROOT / "cluster"
 RAY_SCHEMA = Path(__import__("ray.autoscaler", fromlist=["x"]).__file__).parent / "ray-schema.json"
@@ -375,18 +375,6 @@ def test_trials_spread_over_nodes_and_survive_a_worker_node_dying(two_node_clust
           f"{failures[killed]} failure(s), all {epochs} epochs reported once")
 
 
-def _recorded_finished(exp: Path) -> set[str]:
-    """Trials the sweep's saved state (what --resume reads) records as finished."""
-    done = set()
-    for f in exp.glob("experiment_state-*.json"):
-        try:
-            trials = json.loads(f.read_text())["trial_data"]
-        except (OSError, ValueError, KeyError):  # being rewritten just now
-            continue
-        done |= {json.loads(t[0])["trial_id"] for t in trials if json.loads(t[0])["status"] == "TERMINATED"}
-    return done
-
-
 @pytest.mark.slow
 def test_driver_sigkill_then_resume_on_the_cluster(two_node_cluster, tmp_path):
     """`tune run --address` dies by SIGKILL mid-sweep; the cluster lives on. `tune run --resume`
@@ -402,12 +390,12 @@ def test_driver_sigkill_then_resume_on_the_cluster(two_node_cluster, tmp_path):
                               cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               start_new_session=True)
     deadline = time.time() + 60
-    while time.time() < deadline and driver.poll() is None and not _recorded_finished(exp):
+    while time.time() < deadline and driver.poll() is None and not recorded_finished(exp):
         time.sleep(0.05)
     assert driver.poll() is None, "the sweep ended before it could be killed: " + driver.stdout.read()
     os.killpg(driver.pid, signal.SIGKILL)  # once the saved state has a finished trial
     driver.wait()
-    finished = {f"trial_{t}": (exp / f"trial_{t}" / "result.json").read_text() for t in _recorded_finished(exp)}
+    finished = {f"trial_{t}": (exp / f"trial_{t}" / "result.json").read_text() for t in recorded_finished(exp)}
     assert 1 <= len(finished) < samples
 
     proc = run_tune("run", spec, "--storage", tmp_path / "shared", "--resume", env=env, cwd=tmp_path, timeout=80)

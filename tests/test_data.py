@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.helpers import Payload
 from trainables.core.data import (
     DatasetConfig,
     DatasetNotFound,
@@ -206,23 +207,11 @@ def test_corrupt_cifar10_is_the_same_clear_error(tmp_path):
         load_splits(DatasetConfig(name="cifar10", root=str(tmp_path)))
 
 
-class _Payload:
-    """A pickle that runs a command when it is loaded."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        import os
-
-        return (os.system, (f"touch {self.marker}",))
-
-
 def test_a_cifar10_file_that_fails_its_checksum_runs_no_code(tmp_path):
     _make_cifar10(tmp_path)
     marker = tmp_path / "ran"
     batch = tmp_path / "cifar-10-batches-py" / "data_batch_2"
-    batch.write_bytes(pickle.dumps({"data": _Payload(marker), "labels": [0]}))
+    batch.write_bytes(pickle.dumps({"data": Payload(marker), "labels": [0]}))
     with pytest.warns(UserWarning), pytest.raises(DatasetNotFound) as e:
         load_splits(DatasetConfig(name="cifar10", root=str(tmp_path)))
     assert not marker.exists() and "refused to load posix.system" in str(e.value)

@@ -11,23 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import ROOT, write
+from tests.test_spec import GOOD
 from trainables.cli import cli
 from trainables.errors import SpecError
 from trainables.spec.load import load_spec, parse_spec
-
-GOOD = """\
-name: t
-dataset: {name: digits}
-epochs: 3
-parameters:
-  model: cnn
-  lr: {loguniform: [1.0e-4, 1.0e-2]}
-  filters: {choice: [[8, 8, 8, 8, 8], [16, 16, 16, 16, 16]]}
-  optimizer: {choice: [adam, sgd]}
-  momentum: {uniform: [0.5, 0.9], when: {optimizer: sgd}}
-  dense_units: {int: [16, 64], step: 16}
-search: {num_samples: 4}
-"""
 
 
 def _error(text: str | bytes, tmp_path, *overrides: str) -> SpecError:
@@ -42,12 +29,12 @@ def _error(text: str | bytes, tmp_path, *overrides: str) -> SpecError:
 
 def test_duplicate_keys_name_the_key_and_both_lines(tmp_path):
     e = _error(GOOD + "epochs: 5\n", tmp_path)
-    assert "duplicate key 'epochs'" in str(e) and "line 3" in str(e) and e.line == 12
+    assert "duplicate key 'epochs'" in str(e) and "line 3" in str(e) and e.line == 13
 
 
 def test_duplicate_keys_inside_a_parameter(tmp_path):
     e = _error(GOOD.replace("{uniform: [0.5, 0.9],", "{uniform: [0.5, 0.9], uniform: [0.1, 0.2],"), tmp_path)
-    assert "duplicate key 'uniform'" in str(e) and e.line == 9
+    assert "duplicate key 'uniform'" in str(e) and e.line == 10
 
 
 def test_alias_bomb_is_refused_quickly(tmp_path):
@@ -72,7 +59,7 @@ def test_a_huge_file_is_refused_before_it_is_parsed(tmp_path):
 
 def test_bytes_that_are_not_utf8_are_named_by_line_and_column(tmp_path):
     e = _error(GOOD.encode().replace(b"adam, sgd", b"ad\xe9m, sgd"), tmp_path)
-    assert e.line == 8 and e.column == 26 and "line 8, column 26" in str(e) and "0xe9" in str(e)
+    assert e.line == 9 and e.column == 26 and "line 9, column 26" in str(e) and "0xe9" in str(e)
 
 
 def test_control_characters_are_named_by_line_and_column(tmp_path):
@@ -87,7 +74,7 @@ def test_tabs_are_named_by_line(tmp_path):
 
 def test_several_documents_are_refused(tmp_path):
     e = _error(GOOD + "---\nname: u\n", tmp_path)
-    assert e.line == 12 and "more than one YAML document" in str(e)
+    assert e.line == 13 and "more than one YAML document" in str(e)
 
 
 def test_exponent_numbers_are_numbers_in_files_and_in_overrides(tmp_path):
@@ -205,8 +192,67 @@ def test_mutated_specs_end_in_a_valid_plan_or_exit_2(tmp_path, data):
     path = tmp_path / "mutant.yaml"
     path.write_bytes(text.encode("utf-8", errors="replace"))
     t0 = time.perf_counter()
-    result = CliRunner().invoke(cli, ["validate", str(path)])
+    result = CliRunner().invoke(cli, ["validate", str(path), "--offline"])
     assert time.perf_counter() - t0 < 10
     assert result.exit_code in (0, 2), f"exit {result.exit_code}\n{text}\n{result.output}\n{result.exception!r}"
     if result.exit_code == 2:
         assert "Traceback" not in result.output and "error:" in result.output
+
+
+# ---- 2. every combination works or is refused up front --------------------------------------
+
+COMBO = """\
+name: c
+dataset: {name: digits}
+epochs: 4
+parameters:
+  model: cnn
+  lr: {choice: [0.001, 0.01]}
+  optimizer: {choice: [adam, sgd]}
+  dense_units: {int: [16, 64], step: 16}
+search: {num_samples: 3, max_concurrent: 2}
+"""
+VARIANTS = {
+    "plain": [],
+    "grid": ["parameters.dropout={grid: [0.0, 0.2]}"],
+    "when": ["parameters.momentum={choice: [0.5, 0.9], when: {optimizer: sgd}}"],
+    "points": ["search.points_to_evaluate=[{lr: 0.01, optimizer: adam, dense_units: 32}]"],
+    "when+points": ["parameters.momentum={choice: [0.5, 0.9], when: {optimizer: sgd}}",
+                    "search.points_to_evaluate=[{lr: 0.01, optimizer: sgd, momentum: 0.9, dense_units: 16}]"],
+    "grid+when": ["parameters.dropout={grid: [0.0, 0.2], when: {optimizer: sgd}}"],
+}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("scheduler", ["asha", "hyperband", "median", "fifo", "pbt"])
+@pytest.mark.parametrize("algorithm", ["optuna", "random", "grid"])
+def test_every_combination_works_or_is_refused_up_front(algorithm, scheduler, variant):
+    """Refused with a SpecError, or the searcher and scheduler build and every drawn trial's config has a
+    value the space can give for each parameter that applies (and none for those that do not)."""
+    from ray.tune.search.variant_generator import generate_variants
+
+    from trainables.core.trial import clean_config
+    from trainables.spec.space import can_be
+    from trainables.tune.tuner import _scheduler, _search_alg
+
+    overrides = [f"search.algorithm={algorithm}", f"scheduler.name={scheduler}", *VARIANTS[variant]]
+    try:
+        spec = parse_spec(COMBO, file="c.yaml", overrides=overrides)
+    except SpecError as e:
+        assert str(e).startswith("c.yaml") and "Traceback" not in str(e)
+        return
+    alg, param_space = _search_alg(spec)
+    _scheduler(spec, param_space)
+    if algorithm == "random":
+        configs = [resolved for _, resolved in (next(generate_variants(param_space)) for _ in range(6))]
+    else:
+        alg.set_search_properties(spec.metric, spec.mode, {})
+        configs = [alg.suggest(f"t{i}") for i in range(min(spec.num_samples, 6))]
+        configs = [c for c in configs if isinstance(c, dict)]
+    assert configs
+    for config in map(clean_config, configs):
+        for name, p in spec.space.items():
+            if p.applies(config):
+                assert name in config and can_be(p, config[name]), (name, config)
+            else:
+                assert name not in config, (name, config)

@@ -123,6 +123,7 @@ def test_small_files_that_say_what_they_hold(module):
 
 def test_the_ray_internals_we_use_are_where_we_look_for_them():
     """tune/_ray_private.py is the only user of Ray's internals: this fails when an upgrade moves one."""
+    from ray._private.utils import get_ray_address_file, read_ray_address  # noqa: F401
     from ray.train._internal.storage import _exists_at_fs_path  # noqa: F401
     from ray.train.v2._internal.constants import V2_ENABLED_ENV_VAR, is_v2_enabled  # noqa: F401
     from ray.tune import Tuner

@@ -121,7 +121,7 @@ def run(spec_file, overrides, address, storage, resume, dry_run):
     try:
         with layout.lock_for(path).acquire(file=spec.source), Interrupts() as interrupts:
             try:
-                connect(address)
+                connect(address, say=click.echo)
             except SystemExit as e:  # ray.init's own SIGTERM handler, while it connects
                 raise Interrupted(e.code) if e.code in (signal.SIGTERM, signal.SIGINT) else e from None
             interrupts.install()  # again: ray.init replaced the SIGTERM handler
@@ -213,9 +213,17 @@ def _ray_auth_from_token() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`tune ARGS` (default: sys.argv): Ray's auth mode first, then the click group."""
+    """`tune ARGS` (default: sys.argv): Ray's auth mode first, then the click group. Ctrl-C or SIGTERM
+    before a sweep runs (importing, starting Ray) ends the command at once with 130 or 143."""
+    from trainables.tune.interrupt import Interrupted, Interrupts
+
     _ray_auth_from_token()
-    cli.main(argv, prog_name="tune")
+    try:
+        with Interrupts():
+            cli.main(argv, prog_name="tune")
+    except Interrupted as e:
+        click.echo(f"interrupted ({e.name})", err=True)
+        sys.exit(e.exit_code)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,8 @@ from trainables.results.summary import print_summary
 from trainables.spec.schema import Spec
 from trainables.tracking import open_tracker
 from trainables.tune import _ray_private
-from trainables.tune.callbacks import MendCheckpoints, MetricCheck, Progress, TrackerCallback
-from trainables.tune.cluster import check_cluster
+from trainables.tune.callbacks import MendCheckpoints, MetricCheck, Progress, TrackerCallback, WaitingForResources
+from trainables.tune.cluster import check_cluster, check_resources
 from trainables.tune.interrupt import Interrupts
 from trainables.tune.tuner import build_tuner
 
@@ -31,12 +31,14 @@ def run_sweep(spec: Spec, *, storage: str | None = None, resume: bool = False, s
     interrupts = interrupts or Interrupts(stream)
     path = experiment_dir(spec, storage)
     check_cluster(spec, storage)
+    check_resources(spec)
     tracker = open_tracker(spec, path, resume=resume, stream=stream)
     callback = TrackerCallback(tracker).register()
     t0 = time.time()
     try:
         tracker.check()
-        tuner = build_tuner(spec, storage=storage, resume=resume, callbacks=[Progress(spec, stream), callback])
+        callbacks = [Progress(spec, stream), callback, WaitingForResources(spec, stream)]
+        tuner = build_tuner(spec, storage=storage, resume=resume, callbacks=callbacks)
         if resume:
             _ray_private.attach(tuner, MendCheckpoints(stream))
             _ray_private.attach(tuner, callback)
@@ -54,14 +56,14 @@ def run_sweep(spec: Spec, *, storage: str | None = None, resume: bool = False, s
         wall = time.time() - t0
         sweep = load_sweep(path)
         print_summary(sweep, wall_seconds=wall, stream=stream)
+        finished = grid.num_terminated + grid.num_errors == len(grid)
+        tracker.sync(sweep, close=finished)
         interrupts.check()
         if metric_check.missing is not None:
             raise SpecError(f"{spec.trainable} reports no {spec.metric!r} (the spec's metric); its first result had "
                             f"{', '.join(metric_check.missing) or 'no keys'}. Report {spec.metric} with "
                             f"tune.report, or set metric: to one of those; the sweep was stopped",
                             file=spec.source, path="metric")
-        finished = grid.num_terminated + grid.num_errors == len(grid)
-        tracker.sync(sweep, close=finished)
         final_steps(sweep, finished=finished, stream=stream, tracker=tracker)
         tracker.finish(sweep, wall_seconds=wall, status="FINISHED" if finished else "KILLED")
     except BaseException:

@@ -306,14 +306,14 @@ def describe(p: Param) -> str:
     if isinstance(p, Fixed):
         s = f"fixed {short(p.value)}"
     elif isinstance(p, Choice):
-        s = f"{'grid' if p.grid else 'choice'} of {len(p.values)}: {list(p.values)}"
+        s = f"{'grid' if p.grid else 'choice'} of {len(p.values)}: {short(list(p.values), 200)}"
     elif isinstance(p, Uniform):
         kind = "quniform" if p.q else "loguniform" if p.log else "uniform"
         s = f"{kind} [{p.low:g}, {p.high:g}]" + (f" step {p.q:g}" if p.q else "")
     else:
         s = f"int [{p.low}, {p.high}]" + (f" step {p.step}" if p.step != 1 else "") + (" log" if p.log else "")
     if p.when:
-        s += "  when " + ", ".join(f"{k} in {list(v)}" for k, v in p.when)
+        s += "  when " + ", ".join(f"{k} in {short(list(v))}" for k, v in p.when)
     return s
 
 

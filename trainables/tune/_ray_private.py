@@ -59,3 +59,20 @@ def set_stopper(tuner, stopper) -> None:
     run_config = getattr(getattr(tuner, "_local_tuner", None), "_run_config", None)
     if run_config is not None:
         run_config.stop = stopper
+
+
+def address_file() -> str:
+    """Where `ray start` records the address of the cluster it started (Ray's temp folder)."""
+    from ray._private.utils import get_ray_address_file
+
+    return get_ray_address_file(None)
+
+
+def recorded_address() -> str | None:
+    """The address in Ray's address file, or None."""
+    from ray._private.utils import read_ray_address
+
+    try:
+        return read_ray_address(None) or None
+    except OSError:
+        return None

@@ -1,6 +1,7 @@
 """Tune callbacks on the sweep driver: progress lines, MLflow events, --resume's checkpoint mending."""
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Any, Callable
@@ -9,6 +10,7 @@ from ray.tune import Callback
 from ray.tune.stopper import Stopper
 
 from trainables.core.trial import clean_config
+from trainables.errors import SpecError
 from trainables.results.read import trial_status
 from trainables.spec.schema import Spec
 from trainables.tune import _ray_private
@@ -163,3 +165,40 @@ _TUNE_KEYS = frozenset({
     "experiment_tag", "config", "done", "should_checkpoint", "checkpoint_dir_name", "warmup_time",
     "timesteps_total", "episodes_total", "timesteps_this_iter", "episodes_this_iter",
 })
+
+
+# ---- a cluster that has not got the resources (yet) ------------------------------------------
+
+class WaitingForResources(Callback):
+    """While trials wait and none runs (an autoscaler adding nodes, or nodes busy), a line every
+    `every` seconds instead of silence; after $TRAINABLES_RESOURCE_TIMEOUT seconds (default 3600,
+    0: wait forever) the sweep ends with a clear error."""
+
+    def __init__(self, spec: Spec, stream=None, every: float = 60.0):
+        self.cpu, self.gpu, self.every = spec.resources.cpu, spec.resources.gpu, every
+        self.timeout = float(os.environ.get("TRAINABLES_RESOURCE_TIMEOUT", 3600))
+        self.stream, self.since, self.said = stream, None, 0.0
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "stream": None, "since": None}
+
+    def on_step_end(self, iteration, trials, **info):
+        pending = sum(t.status == "PENDING" for t in trials)
+        if not pending or any(t.status == "RUNNING" for t in trials):
+            self.since = None
+            return
+        now = time.monotonic()
+        if self.since is None:
+            self.since, self.said = now, now
+            return
+        waited = now - self.since
+        if self.timeout and waited > self.timeout:
+            raise SpecError(f"no trial could start for {waited:.0f}s: none of the cluster's nodes has {self.cpu:g} "
+                            f"CPU and {self.gpu:g} GPU free (TRAINABLES_RESOURCE_TIMEOUT={self.timeout:g}); the "
+                            f"sweep's state is saved: add nodes or lower resources:, then --resume",
+                            path="resources")
+        if now - self.said >= self.every:
+            self.said = now
+            print(f"waiting for resources: {pending} trial(s) pending, each needs {self.cpu:g} CPU and {self.gpu:g} "
+                  f"GPU; none free for {waited:.0f}s (an autoscaler may be adding nodes; giving up after "
+                  f"{self.timeout:.0f}s)", file=self.stream or sys.stdout, flush=True)

@@ -4,32 +4,111 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from trainables.errors import SpecError
+from trainables.errors import SpecError, short
 from trainables.results.layout import storage_root
 from trainables.spec.schema import Spec
 
 
-def connect(address: str | None) -> None:
-    """Start a local Ray, or join the cluster at `address` (failing fast if it does not answer)."""
-    import logging
+def _answers(address: str, timeout: float = 5.0) -> str | None:
+    """None if something listens at host:port, else why not."""
     import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout).close()
+        return None
+    except (OSError, ValueError) as e:
+        return str(e) or type(e).__name__
+
+
+def connect(address: str | None, *, say=print) -> None:
+    """Start a local Ray, or join the cluster at `address` (failing fast if it does not answer).
+
+    Without an address Ray joins the cluster its address file names (the last `ray start` on this
+    machine); a file left by a head that died would make it wait for minutes, so that address is
+    probed first, and a local Ray is started in its place when it does not answer."""
+    import logging
 
     import ray
 
+    from trainables.tune import _ray_private
+
     if ray.is_initialized():
         return
-    if address and address not in ("auto", "local") and "://" not in address or (address or "").startswith("ray://"):
-        host, _, port = address.removeprefix("ray://").rpartition(":")
-        try:
-            socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
-        except (OSError, ValueError) as e:
-            raise SpecError(f"the Ray cluster at {address} does not answer ({e}); is `ray start --head` running there?",
-                            path="--address") from None
+    if address in (None, "auto"):
+        recorded = _ray_private.recorded_address()
+        if recorded and _answers(recorded, timeout=2.0) is not None:
+            if address == "auto":
+                raise SpecError(f"--address auto: the last `ray start` on this machine ({recorded}, in "
+                                f"{_ray_private.address_file()}) no longer answers; start the cluster again "
+                                f"(`ray start --head`), or run without --address for a local Ray", path="--address")
+            say(f"ray: the last `ray start` on this machine ({recorded}) no longer answers (its address file "
+                f"{_ray_private.address_file()} is stale; `ray stop` removes it): starting a local Ray instead")
+            address = "local"
+    elif address != "local" and ("://" not in address or address.startswith("ray://")):
+        why = _answers(address)
+        if why is not None:
+            raise SpecError(f"the Ray cluster at {address} does not answer ({why}); is `ray start --head` running "
+                            f"there?", path="--address")
     try:
         ray.init(address=address or None, logging_level=logging.ERROR, log_to_driver=False,
-                 include_dashboard=False if not address else None)
-    except ConnectionError as e:
-        raise SpecError(f"cannot join the Ray cluster at {address}: {e}", path="--address") from None
+                 include_dashboard=False if address in (None, "local") else None)
+    except (ConnectionError, RuntimeError) as e:
+        raise SpecError(f"cannot join the Ray cluster at {address}: {short(str(e), 300)}{_AUTH_HINT}",
+                        path="--address") from None
+    if address not in (None, "local"):
+        _probe(address)
+
+
+_AUTH_HINT = (" (a cluster started with `ray start` uses token auth: RAY_AUTH_MODE and the token, ~/.ray/auth_token "
+              "or $RAY_AUTH_TOKEN, must match the cluster's)")
+
+
+def _probe(address: str) -> None:
+    """One task on the cluster just joined: a client whose auth mode or token does not match the
+    cluster's joins it, but every task and actor it starts is cancelled, so every trial would fail."""
+    import ray
+
+    @ray.remote(num_cpus=0, max_retries=0)
+    def ping() -> int:
+        return 1
+
+    timeout = float(os.environ.get("TRAINABLES_PROBE_TIMEOUT", 120))
+    try:
+        ray.get(ping.remote(), timeout=timeout)
+    except ray.exceptions.GetTimeoutError:
+        raise SpecError(f"the Ray cluster at {address} ran no task in {timeout:.0f}s{_AUTH_HINT}",
+                        path="--address") from None
+    except ray.exceptions.RayError as e:
+        raise SpecError(f"the Ray cluster at {address} refused a task ({short(str(e).splitlines()[0], 200)})"
+                        f"{_AUTH_HINT}", path="--address") from None
+
+
+def check_resources(spec: Spec) -> None:
+    """A trial that asks for more than any node of a fixed-size cluster (or this machine) has: SpecError
+    naming resources.cpu / resources.gpu and what exists. An autoscaling cluster (TRAINABLES_CLUSTER=1)
+    may add nodes: there the sweep waits (callbacks.WaitingForResources says so)."""
+    import ray
+
+    if os.environ.get("TRAINABLES_CLUSTER") == "1":
+        return
+    r = spec.resources
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    most_cpu = max((n.get("CPU", 0.0) for n in nodes), default=0.0)
+    most_gpu = max((n.get("GPU", 0.0) for n in nodes), default=0.0)
+    where = "this machine's Ray" if len(nodes) <= 1 else f"the largest of the cluster's {len(nodes)} nodes"
+    if r.cpu > most_cpu:
+        raise SpecError(f"a trial asks for {r.cpu:g} CPUs; {where} has {most_cpu:g}: lower resources.cpu "
+                        f"(trials run side by side when they fit)", file=spec.source, path="resources.cpu")
+    if r.gpu > most_gpu:
+        has = f"{most_gpu:g} GPUs" if most_gpu else "no GPU"
+        raise SpecError(f"a trial asks for {r.gpu:g} GPU{'s' if r.gpu != 1 else ''}; {where} has {has}: set "
+                        f"resources.gpu: 0, or run on a machine or cluster with GPUs", file=spec.source,
+                        path="resources.gpu")
+    total_cpu = sum(n.get("CPU", 0.0) for n in nodes)
+    if r.workers > 1 and r.cpu * r.workers > total_cpu:
+        raise SpecError(f"a data-parallel trial asks for {r.workers} workers x {r.cpu:g} CPUs; the cluster has "
+                        f"{total_cpu:g} CPUs in all", file=spec.source, path="resources.workers")
 
 
 # Filesystems every node of a cluster can mount at the same path (from /proc/mounts).

@@ -164,13 +164,16 @@ def check_weights_file(path: str, *, backbone: str) -> None:
     """What load_weights_file would say of `path` for `backbone`, on the meta device: no memory for the
     model, no training; the file itself is read (weights_only: never code)."""
     import pickle
+    import warnings
 
     import torchvision
 
     with torch.device("meta"):
         net = torchvision.models.get_model(backbone, weights=None)
     try:
-        load_weights_file(net, path, head=_head_name(net))
+        with warnings.catch_warnings():  # "copying into a meta parameter is a no-op": the point here
+            warnings.simplefilter("ignore", UserWarning)
+            load_weights_file(net, path, head=_head_name(net))
     except (RuntimeError, pickle.UnpicklingError, EOFError) as e:  # not a torch file, or a truncated one
         raise ValueError(f"finetune weights {path!r} cannot be read: {str(e).splitlines()[0][:200]}") from None
 

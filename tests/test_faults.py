@@ -1,0 +1,258 @@
+"""Ordinary faults around a sweep, without Ray: a second run of one sweep, --resume on a damaged or
+different sweep, what preflight finds before any trial starts, credentials, untrusted sweep folders."""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tests.helpers import Payload, write
+from trainables.cli import cli
+from trainables.errors import SpecError, redact
+from trainables.results.layout import SweepLock, save_spec
+from trainables.spec.load import load_spec
+
+SPEC = """\
+name: f
+dataset: {name: digits, limit: 100}
+epochs: 2
+parameters:
+  model: cnn
+  filters: [8, 8, 8, 8, 8]
+  dense_units: 16
+  lr: {loguniform: [1.0e-3, 1.0e-2]}
+search: {num_samples: 2}
+tracking: {enabled: false}
+"""
+
+
+def tune(*args, cwd: Path):
+    old = Path.cwd()
+    os.chdir(cwd)
+    try:
+        return CliRunner().invoke(cli, [str(a) for a in args])
+    finally:
+        os.chdir(old)
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+# ---- 6. one run per sweep; --resume only onto a sound sweep with the same spec ---------------
+
+def test_a_second_run_of_a_sweep_stops_at_once_naming_the_holder(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock = tmp_path / "r" / ".f.lock"
+        lock.parent.mkdir()
+        import socket
+
+        lock.write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(), "started": None, "since": "now"}))
+        result = tune("run", write(tmp_path / "s.yaml", SPEC), "--storage", tmp_path / "r", cwd=tmp_path)
+        assert result.exit_code == 2, result.output
+        assert f"pid {holder.pid}" in result.output and "another `tune run`" in result.output
+        assert lock.exists()  # the holder's lock is left alone
+    finally:
+        holder.kill()
+
+
+def test_a_stale_lock_is_taken_over_and_released(tmp_path):
+    path = tmp_path / "r" / "f"
+    stale = path.parent / ".f.lock"
+    stale.parent.mkdir()
+    stale.write_text(json.dumps({"pid": _dead_pid(), "host": __import__("socket").gethostname()}))
+    lock = SweepLock(str(path)).acquire()
+    assert json.loads(stale.read_text())["pid"] == os.getpid()
+    with pytest.raises(SpecError, match="being run by another"):
+        SweepLock(str(path)).acquire()
+    lock.release()
+    assert not stale.exists()
+
+
+def _saved_sweep(tmp_path: Path, spec_text: str = SPEC) -> Path:
+    """A sweep folder as `tune run` leaves it (spec.yaml, Tune's state files), made without Ray."""
+    spec = load_spec(write(tmp_path / "s.yaml", spec_text))
+    folder = tmp_path / "r" / spec.name
+    save_spec(spec, str(folder))
+    (folder / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps({"trial_data": []}))
+    (folder / "tuner.pkl").write_bytes(b"x")
+    return folder
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("damage", ["no state", "bad json", "no tuner.pkl", "bad spec.yaml"])
+def test_resume_of_a_damaged_sweep_exits_2_and_changes_nothing(tmp_path, damage):
+    folder = _saved_sweep(tmp_path)
+    state = next(folder.glob("experiment_state-*.json"))
+    if damage == "no state":
+        state.unlink()
+    elif damage == "bad json":
+        state.write_text('{"trial_data": [')
+    elif damage == "no tuner.pkl":
+        (folder / "tuner.pkl").unlink()
+    else:
+        (folder / "spec.yaml").write_text("name: [")
+    before = _snapshot(folder)
+    result = tune("run", tmp_path / "s.yaml", "--storage", tmp_path / "r", "--resume", cwd=tmp_path)
+    assert result.exit_code == 2, result.output
+    assert "nothing was changed" in result.output and "Traceback" not in result.output
+    assert _snapshot(folder) == before
+
+
+def test_resume_with_a_different_spec_names_the_keys_that_changed(tmp_path):
+    _saved_sweep(tmp_path)
+    result = tune("run", tmp_path / "s.yaml", "--storage", tmp_path / "r", "--resume", "-o", "epochs=5",
+                  "-o", "parameters.lr={loguniform: [1.0e-4, 1.0e-2]}", "-o", "tracking.enabled=true", cwd=tmp_path)
+    assert result.exit_code == 2, result.output
+    assert "epochs" in result.output and "parameters.lr" in result.output and "tracking" not in result.output.split(
+        "changed since")[0]
+
+
+def test_resume_where_nothing_was_saved(tmp_path):
+    result = tune("run", write(tmp_path / "s.yaml", SPEC), "--storage", tmp_path / "r", "--resume", cwd=tmp_path)
+    assert result.exit_code == 2 and "nothing to resume" in result.output
+    assert not (tmp_path / "r").exists()
+
+
+# ---- 3. preflight: what every trial would find out -------------------------------------------
+
+def _image_folder(root: Path, classes=("a", "b"), n=3) -> Path:
+    from PIL import Image
+
+    for c in classes:
+        (root / "train" / c).mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (40, 32), (i * 40, 90, 200)).save(root / "train" / c / f"{i}.jpg")
+    return root
+
+
+FOLDER_SPEC = SPEC.replace("dataset: {name: digits, limit: 100}", "dataset: {name: imagefolder, root: ROOT}")
+
+
+def _validate(tmp_path: Path, text: str, *overrides: str):
+    return tune("validate", write(tmp_path / "v.yaml", text), "--offline", *(a for o in overrides for a in ("-o", o)),
+                cwd=tmp_path)
+
+
+def test_a_missing_dataset_root_is_named_before_any_trial(tmp_path):
+    result = _validate(tmp_path, FOLDER_SPEC.replace("ROOT", str(tmp_path / "nope")))
+    assert result.exit_code == 2 and "dataset.root" in result.output and "does not exist" in result.output
+
+
+def test_an_image_folder_needs_two_classes(tmp_path):
+    root = _image_folder(tmp_path / "data", classes=("only",))
+    result = _validate(tmp_path, FOLDER_SPEC.replace("ROOT", str(root)))
+    assert result.exit_code == 2 and "two class folders" in result.output
+
+
+def test_a_corrupt_image_is_named_or_skipped_with_a_count(tmp_path):
+    root = _image_folder(tmp_path / "data")
+    bad = root / "train" / "b" / "1.jpg"
+    bad.write_bytes(bad.read_bytes()[:200])  # cut short, as an interrupted copy leaves it
+    result = _validate(tmp_path, FOLDER_SPEC.replace("ROOT", str(root)))
+    assert result.exit_code == 2 and str(bad) in result.output and "skip_bad_images" in result.output
+    result = _validate(tmp_path, FOLDER_SPEC.replace("ROOT", str(root)), "dataset.skip_bad_images=true")
+    assert result.exit_code == 0, result.output
+    assert "leaving out 1 of 6 images" in result.output
+
+
+def test_a_skipped_image_is_left_out_of_the_trials_data(tmp_path):
+    from trainables.core.data import load_splits
+    from trainables.spec.preflight import preflight
+
+    root = _image_folder(tmp_path / "data", n=5)
+    (root / "train" / "a" / "0.jpg").write_bytes(b"not an image")
+    spec = preflight(load_spec(write(tmp_path / "v.yaml", FOLDER_SPEC.replace("ROOT", str(root))),
+                               ["dataset.skip_bad_images=true"]), say=lambda line: None)
+    assert spec.dataset.exclude == ("train/a/0.jpg",)
+    splits = load_splits(spec.dataset)
+    assert len(splits.train) + len(splits.val) + len(splits.test) == 9
+
+
+def test_weights_that_do_not_fit_the_backbone_are_refused_before_training(tmp_path):
+    import torch
+
+    w = tmp_path / "w.pth"
+    torch.save({"conv1.weight": torch.zeros(3, 3, 3, 3)}, w)
+    text = SPEC.replace("""  model: cnn
+  filters: [8, 8, 8, 8, 8]
+  dense_units: 16
+""", f"""  model: finetune
+  backbone: resnet18
+  weights: {w}
+""")
+    result = _validate(tmp_path, text)
+    assert result.exit_code == 2 and "parameters.weights" in result.output and "do not fit" in result.output
+
+
+def test_a_trainable_that_cannot_take_a_config_is_refused(tmp_path):
+    text = SPEC.replace("dataset: {name: digits, limit: 100}", "trainable: os.path:join\nmetric: score")
+    text = text.replace("""  model: cnn
+  filters: [8, 8, 8, 8, 8]
+  dense_units: 16
+""", "")
+    result = _validate(tmp_path, text.replace("os.path:join", "tests.test_faults:_dead_pid"))
+    assert result.exit_code == 2 and "must take one argument" in result.output
+
+
+def test_too_few_fake_images_for_their_classes(tmp_path):
+    result = _validate(tmp_path, SPEC, "dataset={name: fake, num_samples: 20, num_classes: 10}")
+    assert result.exit_code == 2 and "dataset.num_samples" in result.output
+
+
+def test_an_unsupported_tracking_scheme_is_bad_input(tmp_path):
+    result = tune("validate", write(tmp_path / "v.yaml", SPEC), "-o", "tracking={enabled: true, uri: 'ftp://h/x'}",
+                  cwd=tmp_path)
+    assert result.exit_code == 2 and "tracking.uri" in result.output and "ftp://" in result.output
+
+
+# ---- 7. credentials and untrusted folders --------------------------------------------------
+
+def test_credentials_in_uris_are_redacted():
+    assert redact("http://alice:s3cret@mlflow:5000/x") == "http://***@mlflow:5000/x"
+    assert "abc" not in redact("https://h/api?token=abc&run=1") and "run=1" in redact("https://h/api?token=abc&run=1")
+
+
+def test_a_password_in_the_tracking_uri_is_never_printed_or_saved(tmp_path):
+    uri = "http://alice:s3cret@127.0.0.1:9/"
+    result = tune("run", write(tmp_path / "s.yaml", SPEC), "--storage", tmp_path / "r", "-o",
+                  f"tracking={{enabled: true, uri: '{uri}'}}", cwd=tmp_path)
+    assert result.exit_code == 2, result.output  # nothing answers on port 9
+    assert "s3cret" not in result.output and "***@127.0.0.1" in result.output
+    spec = load_spec(write(tmp_path / "s2.yaml", SPEC), [f"tracking.uri={uri}"])
+    save_spec(spec, str(tmp_path / "saved"))
+    assert "s3cret" not in (tmp_path / "saved" / "spec.yaml").read_text()
+
+
+def test_best_and_report_read_a_sweep_folder_without_running_code_from_it(tmp_path):
+    """A sweep folder from elsewhere: Tune's state holds cloudpickled fields; none is unpickled."""
+    folder = _saved_sweep(tmp_path)
+    marker = tmp_path / "ran"
+    bomb = {"_type": "CLOUDPICKLE_FALLBACK", "value": pickle.dumps(Payload(marker)).hex()}
+    trial = {"trial_id": "t1", "status": "TERMINATED", "config": {"lr": 0.005}, "relative_logdir": "trial_t1",
+             "storage": bomb, "placement_group_factory": pickle.dumps(Payload(marker)).hex()}
+    meta = {"last_result": {"val_acc": 0.75, "training_iteration": 2, "time_total_s": 3.0}, "checkpoint_manager": bomb}
+    state = next(folder.glob("experiment_state-*.json"))
+    state.write_text(json.dumps({"trial_data": [[json.dumps(trial), json.dumps(meta)]]}))
+    (folder / "trial_t1").mkdir()
+    rows = [{"epoch": e, "val_acc": 0.5 + e / 8, "training_iteration": e, "config": {"lr": 0.005}} for e in (1, 2)]
+    (folder / "trial_t1" / "result.json").write_text("\n".join(map(json.dumps, rows)) + "\n")
+    (folder / "tuner.pkl").write_bytes(pickle.dumps(Payload(marker)))
+    result = tune("best", folder, cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "lr: 0.005" in result.output and "val_acc=0.7500" in result.output
+    result = tune("report", folder, "--out", tmp_path / "reports", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    assert not marker.exists()

@@ -1,0 +1,112 @@
+"""Signals and faults around a running sweep, on the session's Ray head: Ctrl-C and SIGTERM, a trial
+bigger than the machine, a trainable that never reports the metric, a Ray address file of a dead head."""
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ROOT, free_port, run_cli, write
+
+pytestmark = pytest.mark.slow
+
+SPEC = """\
+name: {name}
+dataset: {{name: digits, limit: 300}}
+epochs: {epochs}
+parameters:
+  model: cnn
+  filters: [8, 8, 8, 8, 8]
+  dense_units: 16
+  lr: {{loguniform: [1.0e-3, 1.0e-2]}}
+search: {{algorithm: random, num_samples: 4, max_concurrent: 2, seed: 0}}
+scheduler: {{name: fifo}}
+tracking: {{uri: {uri}}}
+"""
+
+
+def _driver(spec: Path, cwd: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "trainables", "run", str(spec), *args], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for_a_result(exp: Path, driver: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and driver.poll() is None:
+        if any(f.stat().st_size for f in exp.glob("trial_*/result.json")):
+            return
+        time.sleep(0.1)
+    raise AssertionError("no trial reported before the deadline: " + (driver.stdout.read() if driver.poll() else ""))
+
+
+def _parent_status(uri: str, experiment: str) -> str:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], filter_string="tags.sweep_name = '%s'" % experiment)
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    return parent.info.status
+
+
+@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_stops_the_sweep_saves_it_and_says_how_to_continue(ray_address, tmp_path, signum, code):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    name = f"sig{code}"
+    spec = write(tmp_path / "s.yaml", SPEC.format(name=name, epochs=12, uri=uri))
+    driver = _driver(spec, tmp_path)
+    _wait_for_a_result(tmp_path / "results" / name, driver)
+    t0 = time.time()
+    driver.send_signal(signum)
+    out, _ = driver.communicate(timeout=120)
+    assert driver.returncode == code, out
+    assert time.time() - t0 < 60 and "Traceback" not in out
+    assert "state is saved" in out and not (tmp_path / "reports" / name).exists()
+    assert _parent_status(uri, name) == "KILLED"
+    assert not (tmp_path / "results" / f".{name}.lock").exists()
+    if signum != signal.SIGINT:
+        return
+    again = shlex.split(out.split("Continue it with:")[1].strip().splitlines()[0])
+    assert again[:2] == ["tune", "run"] and again[-1] == "--resume"
+    done = run_cli(*again[1:], cwd=tmp_path, check=0)
+    assert "4 trials: 4 completed" in done.stdout, done.stdout
+    assert _parent_status(uri, name) == "FINISHED"
+
+
+def test_a_trial_bigger_than_the_machine_is_bad_input(ray_address, tmp_path):
+    spec = write(tmp_path / "s.yaml", SPEC.format(name="big", epochs=1, uri="sqlite:///m.db"))
+    proc = run_cli("run", spec, "-o", "resources.cpu=64", "-o", "tracking.enabled=false", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "resources.cpu" in proc.stderr and "asks for 64 CPUs" in proc.stderr and "has 2" in proc.stderr
+
+
+def test_a_trainable_that_never_reports_the_metric_stops_the_sweep(ray_address, tmp_path):
+    spec = write(tmp_path / "s.yaml", "name: nometric\ntrainable: tests.trainables_for_tests:reports_score\n"
+                                      "metric: val_acc\nepochs: 3\nparameters: {x: {choice: [1, 2, 3]}}\n"
+                                      "search: {algorithm: random, num_samples: 3}\ntracking: {enabled: false}\n")
+    proc = run_cli("run", spec, cwd=tmp_path, env={"PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "reports no 'val_acc'" in proc.stderr and "score" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_ray_address_file_of_a_dead_head_does_not_hang(tmp_path):
+    """A killed `ray start --head` leaves Ray's address file behind; ray.init() would wait minutes for it."""
+    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths live under it
+    Path(temp, "ray").mkdir()
+    Path(temp, "ray", "ray_current_cluster").write_text(f"127.0.0.1:{free_port()}")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["RAY_TMPDIR"] = temp
+    code = ("from trainables.tune.cluster import connect; import ray; connect(None); "
+            "print('nodes', len(ray.nodes())); ray.shutdown()")
+    t0 = time.time()
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "no longer answers" in proc.stdout and "starting a local Ray" in proc.stdout and "nodes 1" in proc.stdout
+    assert time.time() - t0 < 90
