@@ -33,14 +33,44 @@ SMALL = {"model": "cnn", "filters": [4, 4, 8, 8, 8], "dense_units": 16, "lr": 3e
 def test_auto_means_on_with_a_gpu_and_off_on_a_cpu():
     cpu = resolve_performance("cpu")
     assert cpu.amp is None and not cpu.channels_last and not cpu.compile and not cpu.data_on_device
+    assert cpu.precision == "fp32"
     gpu = resolve_performance("cuda")
     assert gpu.channels_last and gpu.data_on_device and gpu.cudnn_benchmark
-    assert gpu.amp == (torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else None)
+    if not torch.cuda.is_available():
+        assert gpu.amp is None and gpu.precision == "fp32"
     forced = resolve_performance("cpu", precision="bf16", channels_last=True, data_on_device=True, compile=True)
     assert forced.amp == torch.bfloat16 and forced.channels_last and forced.data_on_device and forced.compile
     assert resolve_performance("cuda", precision="fp32", channels_last=False).amp is None
+    assert resolve_performance("cpu", precision="fp16").amp == torch.float16
     with pytest.raises(ValueError, match="precision"):
-        resolve_performance("cpu", precision="fp16")
+        resolve_performance("cpu", precision="fp8")
+
+
+@pytest.mark.parametrize("capability,chosen", [((7, 5), "fp16"), ((7, 0), "fp16"), ((6, 1), "fp16"), ((8, 0), "bf16"),
+                                               ((8, 6), "bf16"), ((9, 0), "bf16"), ((10, 0), "bf16")])
+def test_auto_precision_uses_bf16_only_where_the_gpu_computes_it(capability, chosen):
+    """A T4 (7.5) reports bf16 as supported but emulates it, slower than fp32: fp16 with loss scaling there."""
+    from trainables.core.engine import choose_precision
+
+    assert choose_precision("auto", "cuda", capability) == chosen
+    assert choose_precision("auto", "cpu", None) == "fp32"
+    assert choose_precision("bf16", "cuda", capability) == "bf16"  # an explicit choice is kept
+
+
+def test_auto_precision_on_a_gpu_of_each_capability(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for capability, dtype in (((7, 5), torch.float16), ((8, 0), torch.bfloat16)):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
+        perf = resolve_performance("cuda")
+        assert perf.amp == dtype and perf.precision == {torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
+
+
+def test_fp16_trains_with_loss_scaling_and_checkpoints_the_scaler():
+    rows = []
+    run_trial(SMALL, dataset=TINY_DIGITS, epochs=2, report=lambda m, s: rows.append((m, s())), precision="fp16")
+    assert [m["precision"] for m, _ in rows] == ["fp16", "fp16"]
+    assert all(m["train_loss"] == m["train_loss"] for m, _ in rows)  # finite
+    assert "scaler" in rows[-1][1]
 
 
 def test_spec_performance_section_reaches_run_trial():

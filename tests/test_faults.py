@@ -32,6 +32,14 @@ tracking: {enabled: false}
 """
 
 
+@pytest.fixture(autouse=True)
+def _no_ray_started():
+    """Each fault here is found before Ray starts; a test that started it would also leave it running."""
+    yield
+    if "ray" in sys.modules:
+        assert not sys.modules["ray"].is_initialized(), "this fault was found only after Ray had started"
+
+
 def tune(*args, cwd: Path):
     old = Path.cwd()
     os.chdir(cwd)

@@ -1,6 +1,7 @@
 """Every seed experiment runs for real: one epoch, two trials, on substitute data given with -o."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -77,7 +78,9 @@ def test_every_seed_has_a_case(image_folder, weights):
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_seed_runs_on_substitute_data(seed, tune_in_process, tmp_path, image_folder, weights):
-    overrides = cases(image_folder, weights)[seed] + COMMON
+    # seed 004's ResNet-50 sweep retrains its best and reports its test accuracy (README promises it)
+    retrain = ["final.retrain_best=true"] if seed == "seed004_resnet50_freeze.yaml" else []
+    overrides = cases(image_folder, weights)[seed] + COMMON + retrain
     args = [a for o in overrides for a in ("-o", o)]
     tune_in_process("validate", ROOT / "search_spaces" / seed, *args, cwd=tmp_path)
     out = tune_in_process("run", ROOT / "search_spaces" / seed, *args, cwd=tmp_path)
@@ -89,6 +92,12 @@ def test_seed_runs_on_substitute_data(seed, tune_in_process, tmp_path, image_fol
         assert t.last_result["training_iteration"] == 1
         assert 0.0 <= t.last_result["val_acc"] <= 1.0
         assert 0 < t.last_result["trainable_params"] <= t.last_result["total_params"]
+        assert t.last_result["trainable_layers"]  # seed 003's question: which layers train
+        assert t.last_result["precision"] == "fp32"  # a CPU
+    if retrain:
+        assert "final: retrained best: test_acc=" in out
+        record = json.loads((exp / "retrain.json").read_text())
+        assert 0.0 <= record["test_acc"] <= 1.0 and record["node"]
 
 
 def test_every_mnist_mode_learns_on_digits(tune_in_process, tmp_path):

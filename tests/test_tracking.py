@@ -289,3 +289,33 @@ def test_a_server_restarted_mid_sweep_loses_no_metric(ray_address, mlflow_server
             assert steps(client, c.info.run_id, key) == list(range(1, t.epochs + 1)), (t.trial_id, key)
         assert c.data.tags["status"] == t.status
     assert parents[0].data.metrics["trials_total"] == 4 and parents[0].info.status == "FINISHED"
+
+
+def test_the_retrained_model_is_logged_in_the_sweeps_experiment_linked_to_its_parent(tmp_path):
+    """Not in MLflow's Default experiment: the parent run's "Logged models" lists it, the best
+    configuration as its params, and its registered version points back at the same experiment."""
+    import torch
+    from mlflow import MlflowClient
+
+    from trainables.spec.load import parse_spec
+    from trainables.tracking.runs import Tracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = parse_spec(SPEC.format(name="logged", limit=100, epochs=1, samples=1, uri=uri, retrain="true"))
+    tracker = Tracker(spec, str(tmp_path / "sweep"))
+    tracker.check()
+    tracker.start()
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    info = {"trial_id": "abc", "test_acc": 0.9, "test_loss": 0.3, "history": [],
+            "config": {"lr": 0.01, "filters": [8, 8, 8, 8, 8]}}
+    got = {}
+    tracker.log_retrained(info, lambda: (model, torch.zeros(1, 1, 2, 2)), on_logged=got.update)
+    assert tracker.finish(None, wall_seconds=1.0, wait=120)
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("logged").experiment_id
+    (logged,) = client.search_logged_models(experiment_ids=[experiment])
+    assert logged.source_run_id == tracker.parent_id and logged.params["lr"] == "0.01"
+    assert logged.params["filters"] == "[8, 8, 8, 8, 8]"
+    assert not client.search_logged_models(experiment_ids=["0"])
+    version = client.get_model_version("logged", got["registered_model_version"])
+    assert version.run_id == tracker.parent_id and logged.model_id in (version.model_id or version.source)

@@ -95,9 +95,12 @@ def run(spec_file, overrides, address, storage, resume, dry_run):
     from trainables.results import layout
     from trainables.spec.load import load_spec
     from trainables.spec.preflight import preflight
+    from trainables.tracking.server import check_reachable, resolve_uri
 
     try:
         spec = preflight(load_spec(spec_file, overrides), say=click.echo)
+        if spec.tracking.enabled and not dry_run:  # before Ray starts: a server that is down costs nothing
+            check_reachable(resolve_uri(spec.tracking.uri), file=spec.source)
         path = layout.experiment_dir(spec, storage)
         if resume:
             layout.check_resumable(spec, path)

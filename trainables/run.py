@@ -105,12 +105,13 @@ def final_steps(sweep: Sweep, *, finished: bool, stream=None, tracker=None, out:
 
 
 def retrain_best(sweep: Sweep, *, stream=None, tracker=None) -> dict[str, Any] | None:
-    """final.retrain_best: the best trial's configuration trained again for the full epochs on this
-    (the driver's) machine and scored on the held-out test split; recorded in the sweep folder and
+    """final.retrain_best: the best trial's configuration trained again for the full epochs where the
+    trials train (a node with their resources: tune/retrain.py), scored on the held-out test split;
+    recorded in the sweep folder and
     logged to the parent run by the tracker (test metrics, the model, registered if asked).
     A configuration already retrained (an earlier run of this sweep) is not trained again."""
-    from trainables.core.engine import retrain
     from trainables.tracking.null import NullTracker
+    from trainables.tune.retrain import retrain_on_cluster
 
     stream = stream or sys.stdout
     tracker = tracker or NullTracker()
@@ -124,10 +125,11 @@ def retrain_best(sweep: Sweep, *, stream=None, tracker=None) -> dict[str, Any] |
             and info.get("epochs") == spec.epochs):
         print(f"final: retraining trial {best.trial_id}'s configuration for {spec.epochs} epochs, "
               f"then scoring the test split...", file=stream, flush=True)
-        fresh = retrain(best.config, dataset=spec.dataset, epochs=spec.epochs)
+        fresh, where, node_id = retrain_on_cluster(spec, best.config, sweep_path=sweep.path)
         info = save_retrained(sweep.path, trial_id=best.trial_id, config=best.config, epochs=spec.epochs,
-                              retrained=fresh)
-    print(f"final: retrained best: test_acc={_fmt(info['test_acc'])} test_loss={_fmt(info['test_loss'])}", file=stream)
+                              retrained=fresh, node=where, node_id=node_id)
+    print(f"final: retrained best: test_acc={_fmt(info['test_acc'])} test_loss={_fmt(info['test_loss'])} "
+          f"(on {info.get('node', 'this machine')}, {info.get('precision', 'fp32')})", file=stream)
     if not info.get("model_uri"):
         path = sweep.path
         load = (lambda: (fresh.model, fresh.example)) if fresh is not None else (lambda: _load_model(sweep, info))

@@ -41,15 +41,17 @@ def make_scheduler(opt: torch.optim.Optimizer, t: Training, epochs: int):
 
 
 def _autocast(amp: torch.dtype | None, device_type: str):
-    """bf16 autocast around forward and loss (no scaler needed for bf16), or nothing."""
+    """bf16 or fp16 autocast around forward and loss (fp16 also scales the loss: see fit), or nothing."""
     return torch.autocast(device_type=device_type, dtype=amp) if amp is not None else contextlib.nullcontext()
 
 
 def train_one_epoch(model, split: Split, opt, loss_fn, *, batch_size: int, generator, augment: bool,
-                    shard: tuple[int, int] | None = None, amp: torch.dtype | None = None, channels_last: bool = False):
+                    shard: tuple[int, int] | None = None, amp: torch.dtype | None = None, channels_last: bool = False,
+                    scaler: torch.amp.GradScaler | None = None):
     """One pass over the training split (or, with shard=(rank, world), over this data-parallel
     worker's part of it); returns (mean loss, accuracy, samples, seconds). `amp`: an autocast
-    dtype (bf16) for forward and loss; `channels_last`: inputs in NHWC memory layout."""
+    dtype (bf16, fp16) for forward and loss; `scaler`: fp16's loss scaling; `channels_last`: inputs
+    in NHWC memory layout."""
     model.train()
     t0 = time.perf_counter()
     total_loss = torch.zeros((), dtype=torch.float64)
@@ -63,8 +65,13 @@ def train_one_epoch(model, split: Split, opt, loss_fn, *, batch_size: int, gener
             out = model(x)
             loss = loss_fn(out, y)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        if scaler is not None and scaler.is_enabled():
+            scaler.scale(loss).backward()  # fp16 gradients underflow unscaled
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            opt.step()
         # Accumulate on the device: no host sync per batch.
         total_loss = total_loss.to(loss.device) + loss.detach().double() * len(y)
         correct = correct.to(y.device) + (out.detach().argmax(1) == y).sum()
@@ -111,8 +118,11 @@ def fit(
     amp: torch.dtype | None = None,
     channels_last: bool = False,
     compile: bool = False,
+    tags: dict[str, Any] | None = None,
 ) -> None:
     """Train for `epochs`, calling report(metrics, state_fn) after each; resumes from `start`.
+    `tags`: what the trial reports with every epoch besides its metrics (e.g. the precision used);
+    the first epoch also names the layers that train (`trainable_layers`, seed 003's question).
 
     Data-parallel workers pass `wrap_model` (e.g. DistributedDataParallel: it trains, the plain
     model is evaluated and saved) and `shard=(rank, world)`: each worker takes its part of every
@@ -124,11 +134,15 @@ def fit(
     opt = make_optimizer(model.parameters(), t)
     sched = make_scheduler(opt, t, epochs)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
+    device_type = next(model.parameters()).device.type
+    scaler = torch.amp.GradScaler(device_type, enabled=amp == torch.float16)
     first = 1
     if start is not None:
         model.load_state_dict(start["model"])
         opt.load_state_dict(start["optimizer"])
         sched.load_state_dict(start["scheduler"])
+        if scaler.is_enabled() and start.get("scaler"):
+            scaler.load_state_dict(start["scaler"])
         first = start["epoch"] + 1
         if start.get("training") != t.model_dump():
             _retune(opt, sched, t)  # PBT cloned another trial's state under a perturbed config
@@ -144,7 +158,7 @@ def fit(
         lr = opt.param_groups[0]["lr"]
         train_loss, train_acc, n, train_s = train_one_epoch(
             net, splits.train, opt, loss_fn, batch_size=batch_size, generator=gen, augment=t.augment, shard=shard,
-            amp=amp, channels_last=channels_last,
+            amp=amp, channels_last=channels_last, scaler=scaler,
         )
         val_loss, val_acc = evaluate(model, splits.val, loss_fn, amp=amp, channels_last=channels_last)
         sched.step()
@@ -159,7 +173,10 @@ def fit(
             "samples_per_second": n / train_s if train_s > 0 else 0.0,
             "trainable_params": counts["trainable_params"],
             "total_params": counts["total_params"],
+            **(tags or {}),
         }
+        if epoch == first:
+            metrics["trainable_layers"] = counts["trainable_layers"]
 
         def state(epoch=epoch) -> dict[str, Any]:
             return {
@@ -168,6 +185,7 @@ def fit(
                 "scheduler": sched.state_dict(),
                 "epoch": epoch,
                 "training": t.model_dump(),
+                **({"scaler": scaler.state_dict()} if scaler.is_enabled() else {}),
             }
 
         diverged = not math.isfinite(train_loss)
@@ -193,30 +211,42 @@ def _retune(opt: torch.optim.Optimizer, sched, t: Training) -> None:
 class Performance:
     """The speed options of a trial, resolved for its device (spec section `performance:`)."""
 
-    amp: torch.dtype | None  # autocast dtype (bf16) or None for fp32
+    amp: torch.dtype | None  # autocast dtype (bf16, fp16) or None for fp32
     channels_last: bool
     compile: bool
     cudnn_benchmark: bool
     data_on_device: bool
+    precision: str = "fp32"  # fp32 | bf16 | fp16: what the trial reports it used
+
+
+def choose_precision(precision: str, device_type: str, capability: tuple[int, int] | None) -> str:
+    """fp32, bf16 or fp16 for a device. auto: bf16 where the GPU computes it natively (compute
+    capability 8.0, Ampere, and later), fp16 with a GradScaler on older GPUs (a T4 only emulates bf16,
+    slower than fp32), fp32 on a CPU. An explicit choice is kept (bf16 on a CPU autocasts on the CPU)."""
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
+    if precision != "auto":
+        return precision
+    if device_type != "cuda" or capability is None:
+        return "fp32"
+    return "bf16" if capability >= (8, 0) else "fp16"
+
+
+DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def resolve_performance(device: torch.device | str, *, precision: str = "auto", channels_last: bool | str = "auto",
                         compile: bool = False, cudnn_benchmark: bool = True,
                         data_on_device: bool | str = "auto") -> Performance:
-    """`auto` means on where the trial has a CUDA device: bf16 autocast (where the GPU supports
-    bf16), channels_last, and small datasets held on the GPU. Explicit values are kept as given
-    (precision bf16 on a CPU autocasts on the CPU)."""
+    """`auto` means on where the trial has a CUDA device: mixed precision (see choose_precision),
+    channels_last, and small datasets held on the GPU. Explicit values are kept as given."""
     device = torch.device(device)
     cuda = device.type == "cuda"
-    if precision not in ("auto", "fp32", "bf16"):
-        raise ValueError(f"precision must be auto, fp32 or bf16, got {precision!r}")
-    if precision == "auto":
-        bf16 = cuda and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    else:
-        bf16 = precision == "bf16"
+    capability = torch.cuda.get_device_capability(device) if cuda and torch.cuda.is_available() else None
+    chosen = choose_precision(precision, device.type, capability)
     auto = lambda v: cuda if v == "auto" else bool(v)  # noqa: E731
-    return Performance(amp=torch.bfloat16 if bf16 else None, channels_last=auto(channels_last), compile=bool(compile),
-                       cudnn_benchmark=bool(cudnn_benchmark), data_on_device=auto(data_on_device))
+    return Performance(amp=DTYPES[chosen], channels_last=auto(channels_last), compile=bool(compile),
+                       cudnn_benchmark=bool(cudnn_benchmark), data_on_device=auto(data_on_device), precision=chosen)
 
 
 def run_trial(config: dict[str, Any], *, dataset: DatasetConfig, epochs: int, report: Report, start=None,
@@ -233,7 +263,7 @@ def run_trial(config: dict[str, Any], *, dataset: DatasetConfig, epochs: int, re
         torch.backends.cudnn.benchmark = perf.cudnn_benchmark
     model, splits, training = build(config, dataset, device, data_on_device=perf.data_on_device)
     fit(model, splits, training, epochs=epochs, report=report, start=start, wrap_model=wrap_model, shard=shard,
-        amp=perf.amp, channels_last=perf.channels_last, compile=perf.compile)
+        amp=perf.amp, channels_last=perf.channels_last, compile=perf.compile, tags={"precision": perf.precision})
 
 
 @dataclass
@@ -246,19 +276,26 @@ class Retrained:
     history: list[dict[str, Any]]  # one row per epoch, as fit reports them
     example: torch.Tensor  # one test input on the CPU (for a logged model's signature)
     classes: list[str]
+    precision: str = "fp32"
 
 
-def retrain(config: dict[str, Any], *, dataset: DatasetConfig, epochs: int,
-            device: torch.device | None = None) -> Retrained:
-    """Train `config` for `epochs` on the training split (watching validation), then score the test split.
+def retrain(config: dict[str, Any], *, dataset: DatasetConfig, epochs: int, device: torch.device | None = None,
+            performance: dict[str, Any] | None = None) -> Retrained:
+    """Train `config` for `epochs` on the training split (watching validation), then score the test split,
+    with the spec's `performance:` options as a trial has them. The model comes back on the CPU.
 
     The loss is the one the trials report as val_loss (label smoothing included, if set).
     """
-    model, splits, training = build(config, dataset, device)
+    device = device or pick_device()
+    perf = resolve_performance(device, **(performance or {}))
+    model, splits, training = build(config, dataset, device, data_on_device=perf.data_on_device)
     history: list[dict[str, Any]] = []
-    fit(model, splits, training, epochs=epochs, report=lambda metrics, state: history.append(dict(metrics)))
+    fit(model, splits, training, epochs=epochs, report=lambda metrics, state: history.append(dict(metrics)),
+        amp=perf.amp, channels_last=perf.channels_last, compile=perf.compile, tags={"precision": perf.precision})
     loss_fn = nn.CrossEntropyLoss(label_smoothing=training.label_smoothing)
-    test_loss, test_acc = evaluate(model, splits.test, loss_fn) if len(splits.test) else (float("nan"), float("nan"))
+    test_loss, test_acc = (evaluate(model, splits.test, loss_fn, amp=perf.amp, channels_last=perf.channels_last)
+                           if len(splits.test) else (float("nan"), float("nan")))
     scored = splits.test if len(splits.test) else splits.val
     x, _ = next(iter(scored.batches(1, shuffle=False, generator=None, augment=False)))
-    return Retrained(model, test_loss, test_acc, history, x.detach().cpu(), list(splits.classes))
+    model = model.cpu().to(memory_format=torch.contiguous_format)
+    return Retrained(model, test_loss, test_acc, history, x.detach().cpu(), list(splits.classes), perf.precision)

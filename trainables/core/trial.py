@@ -29,7 +29,7 @@ class Training(BaseModel):
     lr_gamma: float = Field(default=0.1, gt=0.0, le=1.0)  # step schedule: decay factor
     label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
     augment: bool = False
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)  # NumPy's range; epochs are added to it for batches
 
 
 TRAINING_KEYS = frozenset(Training.model_fields)

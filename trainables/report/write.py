@@ -28,6 +28,7 @@ from trainables.report.values import by_model, fmt, label, numeric, scored
 from trainables.results.layout import read_run_file
 from trainables.results.retrained import load_retrained
 
+LAYERS_SHOWN = 40  # names of the best trial's trainable layers in the report
 LEADERBOARD = 25  # rows of the leaderboard
 
 
@@ -96,6 +97,12 @@ def _best_section(doc: Document, sweep) -> None:
     searched = set(s.searched)
     doc.table(["parameter", "value", "searched"],
               [[k, yaml_value(v), "yes" if k in searched else ""] for k, v in best.config.items()])
+    layers = best.trainable_layers
+    if layers:
+        shown = ", ".join(f"`{n}`" for n in layers[:LAYERS_SHOWN]) + (
+            f" and {len(layers) - LAYERS_SHOWN} more" if len(layers) > LAYERS_SHOWN else "")
+        doc.p(f"Layers that train in this trial ({len(layers)}, input to output): {shown}. Every trial's list is "
+              f"in its MLflow run (trainable_layers.txt).")
 
 
 def _retrain_section(doc: Document, sweep, info: dict[str, Any] | None, figures: Path) -> None:
@@ -105,6 +112,8 @@ def _retrain_section(doc: Document, sweep, info: dict[str, Any] | None, figures:
     last = info["history"][-1] if info.get("history") else {}
     rows = [["trial", info["trial_id"]], ["epochs", info["epochs"]], ["test_acc", fmt(info.get("test_acc"))],
             ["test_loss", fmt(info.get("test_loss"))], ["final val_acc", fmt(last.get("val_acc"))]]
+    if info.get("node"):
+        rows.append(["trained on", f"{info['node']}, {info.get('precision', 'fp32')}"])
     if info.get("model_uri"):
         rows.append(["MLflow model", info["model_uri"]])
     if info.get("registered_model"):

@@ -31,6 +31,7 @@ class TrialRecord:
     last: dict[str, Any]  # the last reported metrics
     history: Any = None  # pandas DataFrame, one row per epoch
     error: str | None = None
+    trainable_layers: list[str] = field(default_factory=list)  # as the first epoch reported them
 
     def value(self, metric: str) -> float | None:
         v = self.last.get(metric)
@@ -95,5 +96,6 @@ def load_sweep(name_or_path: str, storage: str | None = None) -> Sweep:
     for t in trials:
         status = "errored" if t.errored else trial_status(t, spec.epochs)
         sweep.trials.append(TrialRecord(trial_id=t.trial_id, status=status, config=clean_config(t.config),
-                                        last=t.last_result, history=t.history(), error=t.error_file))
+                                        last=t.last_result, history=t.history(), error=t.error_file,
+                                        trainable_layers=t.trainable_layers()))
     return sweep

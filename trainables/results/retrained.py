@@ -7,10 +7,12 @@ from typing import Any
 from trainables.results.layout import MODEL_FILE, RETRAIN_FILE, is_remote, read_json, write_json
 
 
-def save_retrained(sweep_path: str, *, trial_id: str, config: dict[str, Any], epochs: int, retrained) -> dict[str, Any]:
+def save_retrained(sweep_path: str, *, trial_id: str, config: dict[str, Any], epochs: int, retrained,
+                   node: str | None = None, node_id: str | None = None) -> dict[str, Any]:
     """Write <sweep>/retrain.json and the weights (<sweep>/best_model.pt); returns the record."""
     info = {
-        "trial_id": trial_id, "config": config, "epochs": epochs,
+        "trial_id": trial_id, "config": config, "epochs": epochs, "node": node, "node_id": node_id,
+        "precision": getattr(retrained, "precision", "fp32"),
         "test_acc": retrained.test_acc, "test_loss": retrained.test_loss,
         "history": [{k: v for k, v in row.items() if isinstance(v, (int, float))} for row in retrained.history],
         "classes": retrained.classes, "model_file": MODEL_FILE,

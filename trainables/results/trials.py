@@ -53,8 +53,8 @@ class TrialFiles:
             return None
         return f"{self.folder.path.rstrip('/')}/{self.dirname}/{self.error_name or ERROR_FILE}" if self.dirname else None
 
-    def rows(self) -> list[dict[str, Any]]:
-        """Every result the trial reported (result.json), without its config."""
+    def raw_rows(self) -> list[dict[str, Any]]:
+        """Every result the trial reported (result.json), as written."""
         if not self.dirname:
             return []
         text = self.folder.read(f"{self.dirname}/{RESULT_FILE}")
@@ -65,8 +65,19 @@ class TrialFiles:
             except ValueError:
                 continue  # a line cut short by a killed driver
             if isinstance(row, dict):
-                out.append({k: v for k, v in row.items() if k != "config" and not isinstance(v, (dict, list))})
+                out.append(row)
         return out
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The results without their config and other lists or mappings (one value per column)."""
+        return [{k: v for k, v in row.items() if not isinstance(v, (dict, list))} for row in self.raw_rows()]
+
+    def trainable_layers(self) -> list[str]:
+        """The layers that train, as the first epoch reported them (empty if it did not)."""
+        for row in self.raw_rows():
+            if isinstance(row.get("trainable_layers"), list):
+                return [str(x) for x in row["trainable_layers"]]
+        return []
 
     def history(self):
         """The results as a pandas DataFrame (one row per epoch), or None without any."""

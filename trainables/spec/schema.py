@@ -70,7 +70,8 @@ AutoBool = Annotated[Literal["auto"] | bool, BeforeValidator(_auto_or_bool)]
 class PerformanceConfig(_Section):
     """Speed switches; `auto` is on where the trial has a CUDA device (see engine.resolve_performance)."""
 
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # bf16 autocast on GPUs that support it
+    # auto: bf16 on GPUs with native bf16 (Ampere+), fp16 with loss scaling on older ones, fp32 on CPUs
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: AutoBool = "auto"  # NHWC memory layout for model and inputs
     compile: bool = False  # torch.compile the training module (compilation time is paid per trial)
     cudnn_benchmark: bool = True  # let cuDNN pick the fastest convolution algorithms

@@ -9,11 +9,11 @@ from typing import Any, Callable
 from trainables.errors import redact
 from trainables.results.layout import read_run_file
 from trainables.tracking.server import check_reachable, reason
-from trainables.tracking.values import metrics_of
+from trainables.tracking.values import metrics_of, param_value
 
 
 def queue_retrained(submit: Callable[[str, Callable[[], None]], None], client, *, uri: str, parent_id: str,
-                    info: dict[str, Any], model, example, register: str | None,
+                    experiment_id: str, info: dict[str, Any], model, example, register: str | None,
                     on_logged: Callable[[dict[str, Any]], None]) -> None:
     """Queue test_acc/test_loss (and the retrain's epochs) on the parent, then the model (registered
     under `register` unless None); on_logged(model info) once it arrived."""
@@ -32,12 +32,16 @@ def queue_retrained(submit: Callable[[str, Callable[[], None]], None], client, *
     metrics = [m for m in metrics if math.isfinite(m.value)]
     tags = [RunTag("retrained_trial_id", info["trial_id"])]
     submit("the retrained model's test metrics", lambda: client.log_batch(parent_id, metrics=metrics, tags=tags))
-    submit("the retrained model", lambda: on_logged(log_model(client, uri, parent_id, model, example, register)))
+    params = {k: param_value(v)[:6000] for k, v in info.get("config", {}).items()}
+    submit("the retrained model", lambda: on_logged(log_model(client, uri, parent_id, experiment_id, model, example,
+                                                              register, params)))
 
 
-def log_model(client, uri: str, parent_id: str, model, example, register: str | None) -> dict[str, Any]:
-    """Log the model (with its signature and this package's code) to the parent run; its URI and
-    registered version, also tagged on the parent. Runs on the sender thread."""
+def log_model(client, uri: str, parent_id: str, experiment_id: str, model, example, register: str | None,
+              params: dict[str, str]) -> dict[str, Any]:
+    """Log the model (with its signature and this package's code) in the sweep's experiment, linked to
+    the parent run, the best configuration as its params; its URI and registered version, also tagged
+    on the parent. Runs on the sender thread."""
     import mlflow
     import mlflow.pytorch
     import torch
@@ -52,8 +56,13 @@ def log_model(client, uri: str, parent_id: str, model, example, register: str | 
     old = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
     mlflow.set_tracking_uri(uri)
     try:
+        # MLflow 3 puts a logged model in the *active* experiment (Default, id 0, in this process)
+        # unless it is made first in the one it belongs to.
+        pending = mlflow.initialize_logged_model(name="model", source_run_id=parent_id, experiment_id=experiment_id,
+                                                 params=params, model_type="classifier")
         logged = mlflow.pytorch.log_model(
-            model, name="model", run_id=parent_id, signature=signature, serialization_format="pickle",
+            model, name="model", run_id=parent_id, model_id=pending.model_id, signature=signature,
+            serialization_format="pickle",
             registered_model_name=register, await_registration_for=60,
             code_paths=[os.path.dirname(trainables.__file__)],  # the model's classes, to load it anywhere
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],

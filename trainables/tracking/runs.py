@@ -213,8 +213,9 @@ class Tracker:
         on_logged(model info) once it arrived."""
         model, example = load_model()
         register = self.spec.experiment if self.spec.tracking.register_model else None
-        queue_retrained(self._submit, self.client, uri=self.uri, parent_id=self.parent_id, info=info,
-                        model=model, example=example, register=register, on_logged=on_logged)
+        queue_retrained(self._submit, self.client, uri=self.uri, parent_id=self.parent_id,
+                        experiment_id=self.experiment_id, info=info, model=model, example=example, register=register,
+                        on_logged=on_logged)
 
     def finish(self, sweep, *, wall_seconds: float, status: str = "FINISHED", wait: float | None = None) -> bool:
         """Counts, best value and wall time on the parent; wait for everything to arrive. False if

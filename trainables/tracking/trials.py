@@ -105,6 +105,11 @@ class Trials:
             child.node_tagged = True
             tags = node_tags(result)
             self._submit(f"the node of trial {trial_id}", lambda: self._tag(child, tags))
+        layers = result.get("trainable_layers")
+        if isinstance(layers, list):  # the first epoch's: which layers train (seed 003)
+            text = "\n".join(map(str, layers)) + "\n"
+            self._submit(f"the trainable layers of trial {trial_id}", lambda: self._text(child, text,
+                                                                                          "trainable_layers.txt"))
         if child.results >= FLUSH_RESULTS or time.monotonic() - child.last_flush >= FLUSH_SECONDS:
             self._flush(child)
 
@@ -224,6 +229,10 @@ class Trials:
         self._ensure_open(child)
         if tags:
             self.client.log_batch(child.run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+
+    def _text(self, child: _Child, text: str, name: str) -> None:
+        self._ensure_open(child)
+        self.client.log_text(child.run_id, text, name)
 
     def _close(self, child: _Child, status: str, error: str | None, error_file: str | None) -> None:
         from mlflow.entities import RunTag

@@ -6,6 +6,8 @@ import math
 from pathlib import Path
 from typing import Any, Mapping
 
+from trainables.errors import redact
+
 # What Ray adds to every result: bookkeeping of the run, not measurements of the model.
 RAY_KEYS = frozenset({
     "training_iteration", "epoch", "time_this_iter_s", "time_total_s", "time_since_restore",
@@ -37,12 +39,14 @@ def step_of(result: Mapping[str, Any]) -> int | None:
 
 
 def param_value(v: Any) -> str:
-    """A config value as an MLflow param: lists and mappings as JSON, the rest as text."""
-    return json.dumps(v) if isinstance(v, (list, tuple, dict)) else str(v)
+    """A config value as an MLflow param: lists and mappings as JSON, the rest as text; a URI's
+    credentials elided (a weights URL, a data source)."""
+    return redact(json.dumps(v) if isinstance(v, (list, tuple, dict)) else str(v))
 
 
 def node_tags(result: Mapping[str, Any]) -> dict[str, str]:
-    """node: Ray's hostname (ip) of the trial's worker; gpu: the GPU id the classifier reported, or none."""
+    """node: Ray's hostname (ip) of the trial's worker; gpu: the GPU id the classifier reported, or none;
+    precision, when the trial reported it."""
     host, ip, gpu = result.get("hostname"), result.get("node_ip"), result.get("gpu_id")
     tags = {}
     if host or ip:
@@ -53,6 +57,8 @@ def node_tags(result: Mapping[str, Any]) -> dict[str, str]:
         tags["gpu"] = gpu
     else:
         tags["gpu"] = "none"
+    if isinstance(result.get("precision"), str):
+        tags["precision"] = result["precision"]  # what the trial trained in: fp32, bf16 or fp16
     return tags
 
 

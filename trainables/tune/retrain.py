@@ -1,0 +1,85 @@
+"""final.retrain_best where the trials train: a Ray task with the sweep's per-trial resources (a GPU node,
+not the CPU head of a cluster), or the data-parallel Ray Train path for resources.workers > 1.
+
+The driver gets back what engine.retrain returns (the model on the CPU, the history, the test
+score) and where it ran; logging, registering and the report stay on the driver as before.
+"""
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import torch
+
+from trainables.core.engine import Retrained, retrain
+from trainables.spec.schema import Spec
+
+
+def _where() -> tuple[str, str | None]:
+    """(host (ip), Ray node id) of this process."""
+    import ray
+
+    ctx = ray.get_runtime_context()
+    return f"{socket.gethostname()} ({ray.util.get_node_ip_address()})", ctx.get_node_id()
+
+
+def _device() -> torch.device:
+    """A GPU only where Ray assigned one to this task (CUDA_VISIBLE_DEVICES is set to it)."""
+    import ray
+
+    return torch.device("cuda") if ray.get_gpu_ids() and torch.cuda.is_available() else torch.device("cpu")
+
+
+def _one_worker(config: dict[str, Any], *, dataset, epochs: int, performance: dict[str, Any], threads: int):
+    torch.set_num_threads(max(1, threads))
+    result = retrain(config, dataset=dataset, epochs=epochs, device=_device(), performance=performance)
+    return result, *_where()
+
+
+def _data_parallel(config: dict[str, Any], *, dataset, epochs: int, resources, max_failures: int,
+                   performance: dict[str, Any], train_storage: str):
+    """The trials' Ray Train path (tune/data_parallel.py), then the test split scored here on the CPU
+    from the last epoch's state."""
+    from trainables.core.checkpoint import load_state
+    from trainables.core.engine import evaluate
+    from trainables.core.trial import build
+    from trainables.tune.data_parallel import fit_data_parallel
+
+    history: list[dict[str, Any]] = []
+    last: dict[str, Any] = {}
+
+    def report(metrics: dict[str, Any], checkpoint) -> None:
+        history.append(dict(metrics))
+        if checkpoint is not None:  # Ray Train deletes it once the next arrives: keep the state now
+            with checkpoint.as_directory() as d:
+                last["state"] = load_state(d)
+
+    fit_data_parallel(config, dataset=dataset, epochs=epochs, resources=resources, max_failures=max_failures,
+                      storage_path=train_storage, name="retrain_best", start=None, report=report,
+                      performance=performance)
+    model, splits, training = build(config, dataset, torch.device("cpu"))
+    model.load_state_dict(last["state"]["model"])
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=training.label_smoothing)
+    test_loss, test_acc = evaluate(model, splits.test, loss_fn) if len(splits.test) else (float("nan"),) * 2
+    scored = splits.test if len(splits.test) else splits.val
+    x, _ = next(iter(scored.batches(1, shuffle=False, generator=None, augment=False)))
+    precision = str(history[-1].get("precision", "fp32")) if history else "fp32"
+    return Retrained(model, test_loss, test_acc, history, x.cpu(), list(splits.classes), precision), *_where()
+
+
+def retrain_on_cluster(spec: Spec, config: dict[str, Any], *, sweep_path: str) -> tuple[Retrained, str, str | None]:
+    """(the retrained model, where it ran, its Ray node id): on a node with the sweep's per-trial
+    resources, through the path the trials took."""
+    import ray
+
+    r = spec.resources
+    if r.workers > 1:
+        from trainables.tune.data_parallel import DRIVER_CPU, train_storage
+
+        task = ray.remote(_data_parallel).options(num_cpus=DRIVER_CPU, max_retries=0)
+        return ray.get(task.remote(config, dataset=spec.dataset, epochs=spec.epochs, resources=r,
+                                   max_failures=spec.max_failures, performance=spec.performance.trial_options(),
+                                   train_storage=train_storage(sweep_path)))
+    task = ray.remote(_one_worker).options(num_cpus=r.cpu, num_gpus=r.gpu, max_retries=spec.max_failures)
+    return ray.get(task.remote(config, dataset=spec.dataset, epochs=spec.epochs,
+                               performance=spec.performance.trial_options(), threads=int(r.cpu)))
