@@ -150,7 +150,7 @@ def test_gpu_figures_skip_with_a_clear_line_without_cuda(capsys):
         pytest.skip("a CUDA device is present: the figures would be measured")
     seen = []
     figs = gpu.measure(quick=True, on_figure=seen.append)
-    assert [f.id for f in figs] == ["5a", "5b", "5c", "5d"] and seen == figs
+    assert [f.id for f in figs] == ["5a", "5b", "5c", "5d", "5e"] and seen == figs
     assert all(f.skipped == gpu.NO_GPU and f.met is None and f.value is None for f in figs)
 
 
@@ -166,6 +166,9 @@ def test_gpu_code_paths_run_on_a_cpu():
     assert ips > 0
     shared = gpu.shared_gpu(cpu, trials=2, seconds=0.3, batch=16, n=64)
     assert len(shared["shared_images_per_s"]) == 2 and shared["aggregate_images_per_s"] > 0
+    check = gpu.self_check(cpu, epochs=1, samples=100)
+    assert check["ok"] and [t["precision"] for t in check["trials"]] == ["fp32", "fp32"]
+    assert check["retrain_precision"] == "fp32" and len(check["lines"]) == 3
 
 
 def test_reports_merge_measured_figures_and_keep_gpu_ones(tmp_path):
@@ -214,7 +217,7 @@ def test_the_gpu_bench_needs_neither_ray_nor_mlflow(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "gpu")], cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert len([x for x in proc.stdout.splitlines() if x.startswith("{")]) == 4
+    assert len([x for x in proc.stdout.splitlines() if x.startswith("{")]) == 5
 
 
 # ---- with Ray ------------------------------------------------------------------------------

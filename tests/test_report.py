@@ -1,8 +1,11 @@
 """reports/<name>/ (design §8): from sweeps made here (fast) and from a real sweep through `tune report`."""
 from __future__ import annotations
 
+import base64
 import math
 import random
+import re
+from html.parser import HTMLParser
 
 import pandas as pd
 import pytest
@@ -11,7 +14,9 @@ import yaml
 
 from tests.helpers import run_cli, write
 from trainables.core.engine import Retrained
+from trainables.report.figures import fig_metric_vs_param, fig_parallel
 from trainables.report.importance import importances
+from trainables.report.values import label
 from trainables.report.write import write_report, yaml_value
 from trainables.results.read import Sweep, TrialRecord
 from trainables.results.retrained import load_retrained, save_retrained
@@ -160,4 +165,158 @@ final: {report: false}
     best = yaml.safe_load(run_cli("best", "real", cwd=tmp_path, check=0).stdout)["parameters"]
     assert table == best
     assert len(list((folder / "figures").glob("*.png"))) >= 6
-    assert "figures/parallel_coordinates.png" in (folder / "report.html").read_text()
+    html = (folder / "report.html").read_text()
+    assert "data:image/png;base64," in html and "figures/" not in html
+
+
+BOOLS = """\
+name: bools
+dataset: {name: digits}
+epochs: 4
+parameters:
+  model: cnn
+  lr: {loguniform: [LOW, HIGH]}
+  batch_norm: {choice: [true, false]}
+  filters: {choice: [[8, 8, 8, 8, 8], [16, 32, 64, 128, 256]]}
+search: {algorithm: random, num_samples: 6}
+scheduler: {name: asha, grace_period: 1}
+"""
+
+
+def bools_sweep(path, epochs=(1, 2, 4, 4, 2, 4), lr=(1.0e-3, 3.0e-3)) -> Sweep:
+    """Booleans, long list categories and a log range (narrow by default); trial i stopped after epochs[i]
+    (ASHA's rungs)."""
+    spec = parse_spec(BOOLS.replace("LOW", repr(lr[0])).replace("HIGH", repr(lr[1])), file="bools.yaml")
+    trials = []
+    for i, n in enumerate(epochs):
+        config = {"lr": lr[0] * (lr[1] / lr[0]) ** (i / (len(epochs) - 1)), "batch_norm": i % 2 == 0,
+                  "filters": [[8, 8, 8, 8, 8], [16, 32, 64, 128, 256]][i // 3]}
+        rows = [{"epoch": e, "training_iteration": e, "val_acc": 0.1 * e + 0.01 * i, "time_total_s": float(e)}
+                for e in range(1, n + 1)]
+        trials.append(TrialRecord(f"b{i}", "completed" if n == 4 else "stopped early", config, dict(rows[-1]),
+                                  pd.DataFrame(rows)))
+    return Sweep(spec=spec, path=str(path), trials=trials)
+
+
+@pytest.fixture
+def saved_figures(monkeypatch):
+    """Every figure the report saves, with savefig's keywords; the figure stays inspectable after it is closed."""
+    from matplotlib.figure import Figure
+
+    saved = []
+    original = Figure.savefig
+
+    def record(self, fname, *args, **kwargs):
+        saved.append((self, kwargs))
+        return original(self, fname, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", record)
+    return saved
+
+
+class _Images(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.srcs = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.srcs.append(dict(attrs)["src"])
+
+
+def test_html_embeds_every_figure_and_markdown_links_them(tmp_path):
+    folder = write_report(synthetic_sweep(tmp_path), tmp_path / "reports")
+    files = sorted((folder / "figures").glob("*.png"))
+    html = (folder / "report.html").read_text()
+    parser = _Images()
+    parser.feed(html)
+    assert len(parser.srcs) == len(files) == 10
+    prefix = "data:image/png;base64,"
+    assert all(src.startswith(prefix) for src in parser.srcs)
+    embedded = [base64.b64decode(src[len(prefix):], validate=True) for src in parser.srcs]
+    assert all(b.startswith(b"\x89PNG") for b in embedded)
+    assert sorted(embedded) == sorted(f.read_bytes() for f in files)  # the very figures written beside it
+    assert "figures/" not in html  # nothing that breaks once the page is opened from MLflow's artifacts
+    md_links = re.findall(r"!\[[^]]*\]\((figures/[^)]+\.png)\)", (folder / "report.md").read_text())
+    assert len(md_links) == len(files) and all((folder / link).is_file() for link in md_links)
+
+
+def test_parallel_coordinates_has_a_colour_bar_of_the_line_colours(tmp_path, saved_figures):
+    sweep = synthetic_sweep(tmp_path)
+    assert fig_parallel(sweep, tmp_path / "p.png")
+    fig = saved_figures[0][0]
+    bars = [ax._colorbar for ax in fig.axes if getattr(ax, "_colorbar", None) is not None]
+    assert len(fig.axes) == 2 and len(bars) == 1
+    bar, vals = bars[0], [t.value("val_acc") for t in sweep.trials if t.value("val_acc") is not None]
+    assert (bar.norm.vmin, bar.norm.vmax) == pytest.approx((min(vals), max(vals)))
+    plot = next(ax for ax in fig.axes if ax is not bar.ax)
+    colours = sorted(tuple(line.get_color()) for line in plot.lines if len(set(line.get_xdata())) > 1)
+    assert colours == pytest.approx(sorted(tuple(bar.cmap(bar.norm(v))) for v in vals))
+
+
+def _x_tick_labels(ax, which: str) -> list:
+    """The non-empty x tick labels drawn inside the view."""
+    axis = ax.xaxis
+    locs = axis.get_majorticklocs() if which == "major" else axis.get_minorticklocs()
+    texts = axis.get_majorticklabels() if which == "major" else axis.get_minorticklabels()
+    lo, hi = sorted(ax.get_xlim())
+    return [t for x, t in zip(locs, texts, strict=False) if lo <= x <= hi and t.get_visible() and t.get_text()]
+
+
+@pytest.mark.parametrize("bounds", [(1.0e-3, 3.0e-3), (2.0e-3, 9.0e-3), (3.0e-4, 5.0e-3), (1.0e-7, 1.0e-1)])
+def test_log_axis_labels_are_few_and_apart(tmp_path, saved_figures, bounds):
+    sweep = bools_sweep(tmp_path, lr=bounds)
+    assert fig_metric_vs_param(sweep, "lr", tmp_path / "lr.png")
+    fig, kwargs = saved_figures[0]
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and not _x_tick_labels(ax, "minor")
+    labels = _x_tick_labels(ax, "major")
+    assert 2 <= len(labels) <= 7
+    boxes = [t.get_window_extent() for t in labels]
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
+def test_figures_keep_every_label_inside(tmp_path, saved_figures):
+    folder = write_report(bools_sweep(tmp_path), tmp_path / "reports")
+    assert len(saved_figures) == len(list((folder / "figures").glob("*.png")))
+    assert all(kw.get("bbox_inches") == "tight" for _, kw in saved_figures)  # what is drawn is what is saved
+
+
+def test_booleans_read_true_false_in_plots_and_tables(tmp_path, saved_figures):
+    assert (label(True), label(False), label(None), label([True, 0.5])) == ("true", "false", "null", "[true,0.5]")
+    sweep = bools_sweep(tmp_path)
+    assert fig_metric_vs_param(sweep, "batch_norm", tmp_path / "bn.png")
+    assert fig_parallel(sweep, tmp_path / "par.png")
+    ticks = [t.get_text() for t in saved_figures[0][0].axes[0].get_xticklabels()]
+    assert ticks == ["true", "false"]
+    texts = {t.get_text() for ax in saved_figures[1][0].axes for t in ax.texts}
+    assert {"true", "false"} <= texts and not {"True", "False"} & texts
+    md = (write_report(sweep, tmp_path / "reports") / "report.md").read_text()
+    assert "True" not in md and "False" not in md
+    table = md.split("### batch_norm\n", 1)[1].split("\n### ", 1)[0]
+    assert "| true | 3 |" in table and "| false | 3 |" in table
+
+
+def _table(md: str, name: str) -> tuple[list[str], list[list[str]], str]:
+    section = md.split(f"### {name}\n", 1)[1].split("\n#", 1)[0]
+    lines = [ln for ln in section.splitlines() if ln.startswith("| ")]
+    cells = [[c.strip() for c in ln.strip().strip("|").split(" | ")] for ln in lines]
+    return cells[0], cells[1:], section
+
+
+def test_per_value_tables_compare_trials_at_a_common_epoch(tmp_path):
+    sweep = bools_sweep(tmp_path)  # epochs 1, 2, 4, 4, 2, 4; batch_norm true for trials 0, 2, 4
+    md = (write_report(sweep, tmp_path / "reports") / "report.md").read_text()
+    headers, rows, section = _table(md, "batch_norm")
+    assert headers == ["batch_norm", "trials", "epochs", "mean val_acc", "best val_acc", "mean val_acc at epoch 1"]
+    # last val_acc: 0.10 0.21 0.42 0.43 0.24 0.45; at epoch 1 (trial b0 went no further): 0.10 + 0.01 * i
+    assert rows == [["true", "3", "1–4", "0.2533", "0.4200", "0.1200"],
+                    ["false", "3", "2–4", "0.3633", "0.4500", "0.1300"]]
+    assert "different epochs" in section and "epoch 1" in section
+
+    even = bools_sweep(tmp_path, epochs=(4,) * 6)
+    md = (write_report(even, tmp_path / "reports") / "report.md").read_text()
+    headers, rows, section = _table(md, "batch_norm")
+    assert headers == ["batch_norm", "trials", "epochs", "mean val_acc", "best val_acc"]
+    assert [r[2] for r in rows] == ["4", "4"] and "different epochs" not in section

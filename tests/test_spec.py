@@ -166,3 +166,26 @@ def test_ray_subcommands_are_kept():
         assert name in result.output
     result = CliRunner().invoke(cli, ["list-trials", "--help"])
     assert result.exit_code == 0 and "EXPERIMENT_PATH" in result.output
+
+
+def test_trainables_is_always_ours_and_says_when_ray_took_tune(tmp_path, monkeypatch, capsys):
+    import sys
+    from pathlib import Path
+
+    from trainables import cli as cli_module
+
+    scripts = Path(sys.executable).parent
+    assert all("trainables.cli" in (scripts / name).read_text() for name in ("tune", "trainables"))
+    assert cli_module.ray_owns_tune() is None
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "python").write_text("")
+    (fake / "tune").write_text("import re\nfrom ray.tune.cli.scripts import cli\n")
+    monkeypatch.setattr(sys, "executable", str(fake / "python"))
+    assert cli_module.ray_owns_tune() == str(fake / "tune")
+    result = CliRunner().invoke(cli, ["--help"], prog_name="trainables")
+    assert result.exit_code == 0 and "Usage: trainables" in result.output
+    with pytest.raises(SystemExit) as exc:
+        cli_module.main_trainables(["validate", str(tmp_path / "missing.yaml")])
+    assert exc.value.code == 2
+    assert "is Ray Tune's own script" in capsys.readouterr().err

@@ -319,3 +319,47 @@ def test_the_retrained_model_is_logged_in_the_sweeps_experiment_linked_to_its_pa
     assert not client.search_logged_models(experiment_ids=["0"])
     version = client.get_model_version("logged", got["registered_model_version"])
     assert version.run_id == tracker.parent_id and logged.model_id in (version.model_id or version.source)
+
+
+def test_the_runs_table_a_reviewer_needs(tmp_path):
+    """Read back with MlflowClient as the UI reads it: a colour per trial and the best in gold, a note
+    linking the parent, epochs_trained and the final metric, constants once (not as series), the
+    dataset as an input, the winning configuration on the parent, links to the training view."""
+    from mlflow import MlflowClient
+
+    from trainables.results.read import Sweep, TrialRecord
+    from trainables.spec.load import parse_spec
+    from trainables.tracking.runs import Tracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = parse_spec(SPEC.format(name="table", limit=100, epochs=2, samples=2, uri=uri, retrain="false"))
+    tracker = Tracker(spec, str(tmp_path / "sweep"))
+    tracker.check()
+    tracker.start()
+    assert tracker.where()[1].endswith(f"/runs/{tracker.parent_id}?workflowType=machine_learning")
+    records = []
+    for tid, accs in (("t1", (0.5, 0.6)), ("t2", (0.7, 0.9))):
+        config = {"lr": 0.005, "activation": "relu"}
+        tracker.trial_started(tid, config)
+        for epoch, acc in enumerate(accs, 1):
+            tracker.trial_result(tid, config, {"epoch": epoch, "training_iteration": epoch, "val_acc": acc,
+                                               "lr": 0.005, "trainable_params": 1234, "total_params": 1234,
+                                               "precision": "fp32", "node_ip": "10.0.0.1"})
+        tracker.trial_ended(tid, "completed")
+        records.append(TrialRecord(trial_id=tid, status="completed", config=config,
+                                   last={"val_acc": accs[-1], "training_iteration": 2}))
+    assert tracker.finish(Sweep(spec=spec, path=str(tmp_path / "sweep"), trials=records), wall_seconds=1.0, wait=120)
+
+    client = MlflowClient(tracking_uri=uri)
+    runs = {r.data.tags.get("trial_id"): r for r in client.search_runs([tracker.experiment_id])}
+    t1, t2, parent = runs["t1"], runs["t2"], runs[None]
+    assert t1.data.tags["mlflow.runColor"] != t2.data.tags["mlflow.runColor"] == "#EDC948"  # the best in gold
+    assert tracker.parent_id in t1.data.tags["mlflow.note.content"]
+    assert t2.data.metrics["epochs_trained"] == 2 and t2.data.metrics["final_val_acc"] == 0.9
+    assert t1.data.params["trainable_params"] == "1234" and "trainable_params" not in t1.data.metrics
+    assert "lr" not in t1.data.metrics  # no lr schedule: a param, not a flat series
+    assert len(client.get_metric_history(t1.info.run_id, "val_acc")) == 2
+    assert t1.data.tags["precision"] == "fp32"
+    (dataset,) = client.get_run(t1.info.run_id).inputs.dataset_inputs
+    assert dataset.dataset.name.startswith("digits")
+    assert parent.data.tags["best_config"] == '{"lr": 0.005, "activation": "relu"}'

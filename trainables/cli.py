@@ -4,6 +4,7 @@ from __future__ import annotations
 import shlex
 import signal
 import sys
+from pathlib import Path
 
 import click
 
@@ -215,7 +216,32 @@ def _ray_auth_from_token() -> None:
         os.environ["RAY_AUTH_MODE"] = "token"
 
 
-def main(argv: list[str] | None = None) -> None:
+def ray_owns_tune() -> str | None:
+    """The path of this environment's `tune` script when it is Ray Tune's own (installing or upgrading
+    ray after this package puts Ray's back), else None."""
+    import shutil
+
+    for path in (Path(sys.executable).with_name("tune"), shutil.which("tune")):
+        try:
+            text = Path(path).read_text(encoding="utf-8", errors="replace")[:4096] if path else ""
+        except OSError:
+            continue
+        if "ray.tune.cli" in text:
+            return str(path)
+    return None
+
+
+def main_trainables(argv: list[str] | None = None) -> None:
+    """`trainables ARGS`: the same commands as `tune`, under a name no other package installs."""
+    theirs = ray_owns_tune()
+    if theirs:
+        click.echo(f"note: `tune` on your PATH ({theirs}) is Ray Tune's own script, put back by installing or "
+                   f"upgrading ray; `trainables ...` and `python -m trainables ...` are always this project's "
+                   f"(`pip install --force-reinstall --no-deps -e .` makes `tune` ours again)", err=True)
+    main(argv, prog_name="trainables")
+
+
+def main(argv: list[str] | None = None, prog_name: str = "tune") -> None:
     """`tune ARGS` (default: sys.argv): Ray's auth mode first, then the click group. Ctrl-C or SIGTERM
     before a sweep runs (importing, starting Ray) ends the command at once with 130 or 143."""
     from trainables.tune.interrupt import Interrupted, Interrupts
@@ -223,7 +249,7 @@ def main(argv: list[str] | None = None) -> None:
     _ray_auth_from_token()
     try:
         with Interrupts():
-            cli.main(argv, prog_name="tune")
+            cli.main(argv, prog_name=prog_name)
     except Interrupted as e:
         click.echo(f"interrupted ({e.name})", err=True)
         sys.exit(e.exit_code)

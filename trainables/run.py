@@ -13,9 +13,10 @@ from trainables.results.summary import print_summary
 from trainables.spec.schema import Spec
 from trainables.tracking import open_tracker
 from trainables.tune import _ray_private
-from trainables.tune.callbacks import MendCheckpoints, MetricCheck, Progress, TrackerCallback, WaitingForResources
+from trainables.tune.callbacks import MendCheckpoints, MetricCheck, TrackerCallback, WaitingForResources
 from trainables.tune.cluster import check_cluster, check_resources
 from trainables.tune.interrupt import Interrupts
+from trainables.tune.progress import Progress
 from trainables.tune.tuner import build_tuner
 
 
@@ -34,10 +35,11 @@ def run_sweep(spec: Spec, *, storage: str | None = None, resume: bool = False, s
     check_resources(spec)
     tracker = open_tracker(spec, path, resume=resume, stream=stream)
     callback = TrackerCallback(tracker).register()
+    progress = Progress(spec, stream)
     t0 = time.time()
     try:
         tracker.check()
-        callbacks = [Progress(spec, stream), callback, WaitingForResources(spec, stream)]
+        callbacks = [progress, callback, WaitingForResources(spec, stream)]
         tuner = build_tuner(spec, storage=storage, resume=resume, callbacks=callbacks)
         if resume:
             _ray_private.attach(tuner, MendCheckpoints(stream))
@@ -72,6 +74,7 @@ def run_sweep(spec: Spec, *, storage: str | None = None, resume: bool = False, s
         tracker.finish(None, wall_seconds=time.time() - t0, status="KILLED", wait=10)
         raise
     finally:
+        progress.close()
         callback.unregister()
         tracker.close()
     return 1 if grid.num_errors == len(grid) and len(grid) else 0

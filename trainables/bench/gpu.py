@@ -6,6 +6,8 @@ takes its device, so the code paths also run (meaninglessly small) on a CPU in t
 5b  ResNet-50 at 224 px: bf16 autocast + channels_last vs fp32 (PyTorch's defaults)
 5c  ResNet-50 training images/s vs NVIDIA's published A100 AMP figure (2,470 images/s)
 5d  four trials sharing one GPU (as Ray places trials with gpu: 0.25) vs one trial alone
+5e  self-check: two trials through the real engine sharing the GPU (gpu: 0.5), then one retrain,
+    each saying where it ran and in which precision (performance.precision: auto)
 All inputs are synthetic (random tensors): these figures measure speed, not learning.
 """
 from __future__ import annotations
@@ -202,6 +204,55 @@ def shared_gpu(device: torch.device, *, trials: int = 4, seconds: float = 15.0, 
             "speedup": sum(many) / one[0], "trials": trials, "batch_size": batch, "seconds": seconds}
 
 
+# ---- 5e: the platform's own trial and retrain on this GPU ---------------------------------------
+
+SELF_CHECK_CONFIG = {"model": "cnn", "filters": [32, 32, 64, 64, 128], "dense_units": 64, "lr": 1e-3}
+
+
+def _fake_data(samples: int):
+    from trainables.core.data import DatasetConfig
+
+    return DatasetConfig(name="fake", num_samples=samples, num_classes=10, image_size=32)
+
+
+def _engine_trial(rank: int, device: str, epochs: int, results, samples: int) -> None:
+    """One trial as a sweep runs it (engine.run_trial: the model registry, the data pipeline, the
+    performance: defaults), on torchvision's FakeData: no dataset needed, nothing learned."""
+    from trainables.core.engine import run_trial
+
+    torch.set_num_threads(1)
+    rows: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    run_trial({**SELF_CHECK_CONFIG, "seed": rank}, dataset=_fake_data(samples), epochs=epochs,
+              report=lambda m, state: rows.append(m), device=torch.device(device))
+    results.put((rank, device, rows[-1].get("precision"), rows[-1]["samples_per_second"], time.perf_counter() - t0))
+
+
+def self_check(device: torch.device, *, epochs: int = 1, samples: int = 2000) -> dict[str, Any]:
+    """Two engine trials at once on `device` (two processes, as Ray runs gpu: 0.5 trials), then
+    engine.retrain of the same configuration: what ran where, in which precision, how fast."""
+    import torch.multiprocessing as mp
+
+    from trainables.core.engine import retrain
+
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_engine_trial, args=(r, str(device), epochs, results, samples)) for r in range(2)]
+    for proc in procs:
+        proc.start()
+    trials = sorted(results.get(timeout=600) for _ in procs)
+    for proc in procs:
+        proc.join()
+    t0 = time.perf_counter()
+    r = retrain(SELF_CHECK_CONFIG, dataset=_fake_data(samples), epochs=epochs, device=device)
+    lines = [f"trial {rank}: {dev}, {prec}, {sps:,.0f} samples/s, {secs:.1f}s" for rank, dev, prec, sps, secs in trials]
+    lines.append(f"retrain: {device}, {r.precision}, test_acc {r.test_acc:.3f}, {time.perf_counter() - t0:.1f}s")
+    return {"trials": [{"rank": t[0], "device": t[1], "precision": t[2], "samples_per_second": t[3],
+                        "seconds": t[4]} for t in trials],
+            "retrain_precision": r.precision, "retrain_test_acc": r.test_acc, "lines": lines,
+            "ok": all(t[2] for t in trials) and len(trials) == 2}
+
+
 # ---- the figures -------------------------------------------------------------------------------
 
 GPU_FIGURES = (
@@ -209,6 +260,8 @@ GPU_FIGURES = (
     ("5b", "ResNet-50 224 px: bf16 + channels_last vs fp32, images/s", "x", ">= 2x"),
     ("5c", "ResNet-50 training images/s vs NVIDIA A100 AMP (2,470)", "images/s", "> 2,470 images/s"),
     ("5d", "four trials sharing one GPU (gpu: 0.25) vs one, aggregate images/s", "x", ">= 2.5x"),
+    ("5e", "self-check: two engine trials sharing the GPU (gpu: 0.5) and a retrain, in auto precision", "ok",
+     "both run"),
 )
 
 
@@ -274,5 +327,14 @@ def measure(*, quick: bool, device: str | None = None, on_figure=lambda fig: Non
                       details={"summary": f"{d['aggregate_images_per_s']:,.0f} vs "
                                           f"{d['one_images_per_s']:,.0f} images/s", **d})
     figs.append(attempt("5d", fig_d))
+    on_figure(figs[-1])
+
+    def fig_e():
+        d = self_check(dev, epochs=1, samples=2000 if quick else 10000)
+        for line in d["lines"]:
+            print(f"5e: {line}", flush=True)
+        return Figure("5e", GPU_FIGURES[4][1], 1.0 if d["ok"] else 0.0, "ok", "both run", d["ok"], device=name,
+                      details={"summary": "; ".join(d["lines"]), **d})
+    figs.append(attempt("5e", fig_e))
     on_figure(figs[-1])
     return figs

@@ -1,8 +1,10 @@
 """Document: a report built block by block, written out as Markdown and as HTML."""
 from __future__ import annotations
 
+import base64
 import html
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
@@ -26,6 +28,7 @@ class Document:
         self.blocks.append(("table", headers, [[str(c) for c in r] for r in rows]))
 
     def img(self, rel: str, caption: str) -> None:
+        """A PNG at `rel`, relative to the folder the documents are written to."""
         self.blocks.append(("img", rel, caption))
 
     def markdown(self) -> str:
@@ -41,7 +44,9 @@ class Document:
                 out.append(f"![{b[2]}]({b[1]})")
         return "\n\n".join(out) + "\n"
 
-    def html(self, title: str) -> str:
+    def html(self, title: str, folder: str | Path) -> str:
+        """The page with every image inside it (a data: URI read from `folder`/rel): it shows its
+        figures wherever it is opened, MLflow's artifact view included, where relative links break."""
         e = html.escape
         out = [f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{e(title)}</title>",
                f"<style>{STYLE}</style></head><body>"]
@@ -55,7 +60,8 @@ class Document:
                            + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in b[2])
                            + "</table>")
             else:
-                out.append(f"<figure><img src='{e(b[1])}' alt='{e(b[2])}'><figcaption>{e(b[2])}</figcaption></figure>")
+                src = "data:image/png;base64," + base64.b64encode((Path(folder) / b[1]).read_bytes()).decode("ascii")
+                out.append(f"<figure><img src='{src}' alt='{e(b[2])}'><figcaption>{e(b[2])}</figcaption></figure>")
         return "\n".join(out) + "\n</body></html>\n"
 
 

@@ -20,12 +20,12 @@ def _figure(path: Path, draw: Callable[[Any], Any], *, size=(6.4, 4.2)) -> bool:
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    fig = plt.figure(figsize=size)
+    fig = plt.figure(figsize=size, layout="constrained")
     try:
         if draw(fig) is False:
             return False
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
+        # the saved area grows to take in whatever the layout could not fit: no label is cut at the edge
+        fig.savefig(path, dpi=110, bbox_inches="tight", pad_inches=0.1)
         return True
     finally:
         plt.close(fig)
@@ -48,7 +48,7 @@ def fig_metric_vs_param(sweep, name: str, path: Path) -> bool:
             pos = {c: i for i, c in enumerate(cats)}
             # a fixed jitter per trial, so points of one category stay apart and in place between reports
             xs = [pos[label(t.config[name])] + 0.08 * ((zlib.crc32(t.trial_id.encode()) % 7) - 3) / 3 for t in trials]
-            ax.set_xticks(range(len(cats)), cats, rotation=20 if max(map(len, cats)) > 6 else 0, fontsize=8)
+            _category_ticks(ax, cats)
         ys = [t.value(spec.metric) for t in trials]
         ax.scatter(xs, ys, c=[STATUS_COLORS.get(t.status, "gray") for t in trials], alpha=0.8, edgecolors="k",
                    linewidths=0.4)
@@ -57,13 +57,46 @@ def fig_metric_vs_param(sweep, name: str, path: Path) -> bool:
             ax.scatter([xs[i]], [ys[i]], marker="*", s=260, c="gold", edgecolors="k", zorder=3, label="best")
             ax.legend(loc="best", fontsize=8)
         if numeric(p) and log_scale(p):
-            ax.set_xscale("log")
+            _log_axis(ax, min(xs + [float(p.low)]), max(xs + [float(p.high)]))
         ax.set_xlabel(name)
         ax.set_ylabel(spec.metric)
         ax.set_title(f"{spec.metric} vs {name}")
         ax.grid(alpha=0.3)
 
     return _figure(path, draw)
+
+
+def _category_ticks(ax, cats: list[str]) -> None:
+    """Category names under the x axis; long ones slanted and anchored at their tick, so they
+    neither run into each other nor drift off the tick they name."""
+    if max(map(len, cats)) > 6:
+        ax.set_xticks(range(len(cats)), cats, rotation=30, ha="right", rotation_mode="anchor", fontsize=8)
+    else:
+        ax.set_xticks(range(len(cats)), cats, fontsize=8)
+
+
+def _log_axis(ax, lo: float, hi: float) -> None:
+    """A log x axis over [lo, hi] with a few labelled ticks and no labelled minor ones: on a range
+    of a decade or two matplotlib labels the minor ticks too, and those labels run into each other."""
+    from matplotlib.ticker import FuncFormatter, LogFormatterSciNotation, LogLocator, MaxNLocator, NullFormatter
+
+    ax.set_xscale("log")
+    pad = (hi / lo) ** 0.05
+    ax.set_xlim(lo / pad, hi * pad)
+    decades = [10.0**k for k in range(math.ceil(math.log10(lo)), math.floor(math.log10(hi)) + 1)]
+    steps = [m * 10.0**k for k in range(math.floor(math.log10(lo)), math.floor(math.log10(hi)) + 1)
+             for m in (1, 2, 5) if lo <= m * 10.0**k <= hi]
+    short = FuncFormatter(lambda v, _: f"{v:.3g}")
+    if len(decades) >= 2:
+        ax.xaxis.set_major_locator(LogLocator(base=10, numticks=6))
+        ax.xaxis.set_major_formatter(LogFormatterSciNotation())
+    elif len(steps) >= 2:
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(short)
+    else:  # well inside one decade: plain evenly spaced values read best
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
+        ax.xaxis.set_major_formatter(short)
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def fig_parallel(sweep, path: Path) -> bool:
@@ -96,24 +129,29 @@ def fig_parallel(sweep, path: Path) -> bool:
 
     def draw(fig):
         import matplotlib.pyplot as plt
+        from matplotlib.cm import ScalarMappable
+        from matplotlib.colors import Normalize
 
         ax = fig.add_subplot()
         vals = [t.value(spec.metric) for t in trials]
         lo, hi = min(vals), max(vals)
+        pad = 0 if hi > lo else max(abs(lo) * 0.01, 1e-3)  # one value: mid-colour, on a bar that still has a range
+        norm = Normalize(lo - pad, hi + pad)
         cmap = plt.get_cmap("viridis" if spec.mode == "max" else "viridis_r")
         for t in sorted(trials, key=lambda t: t.value(spec.metric), reverse=spec.mode == "min"):
             pts = [(i, scales[a][0](t.value(spec.metric) if a == spec.metric else t.config[a]))
                    for i, a in enumerate(axes) if a == spec.metric or a in t.config]
-            c = cmap(0.5 if hi == lo else (t.value(spec.metric) - lo) / (hi - lo))
-            ax.plot([x for x, _ in pts], [y for _, y in pts], color=c, alpha=0.8, lw=1.4)
+            ax.plot([x for x, _ in pts], [y for _, y in pts], color=cmap(norm(t.value(spec.metric))), alpha=0.8,
+                    lw=1.4)
         for i, a in enumerate(axes):
             ax.axvline(i, color="k", lw=0.8)
             for y, text in scales[a][1]:
                 ax.text(i + 0.03, y, text, fontsize=7, va="center")
-        ax.set_xticks(range(len(axes)), axes, rotation=20, fontsize=8)
+        ax.set_xticks(range(len(axes)), axes, rotation=20, ha="right", rotation_mode="anchor", fontsize=8)
         ax.set_yticks([])
         ax.set_xlim(-0.2, len(axes) - 0.5)
         ax.set_title(f"parallel coordinates (colour: {spec.metric}, brighter is better)")
+        fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=spec.metric, pad=0.02)
 
     return _figure(path, draw, size=(max(6.4, 1.5 * len(axes)), 4.5))
 

@@ -10,11 +10,17 @@ STATUS_COLORS = {"completed": "tab:blue", "stopped early": "tab:orange", "errore
 
 
 def label(v: Any) -> str:
-    """A short label for plots: lists as [a,b,c], floats with 3 significant digits."""
+    """A short label for plots and the leaderboard: booleans and None as YAML writes them (`true`,
+    `false`, `null`: what the best-hyperparameters table and `tune best` show), lists as [a,b,c],
+    floats with 3 significant digits."""
     if isinstance(v, float):
         return f"{v:.3g}"
-    if isinstance(v, (list, tuple)):
-        return "[" + ",".join(map(str, v)) + "]"
+    if isinstance(v, (list, tuple)):  # elements in full: lists that differ past 3 digits stay apart
+        return "[" + ",".join(str(x) if isinstance(x, float) else label(x) for x in v) + "]"
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
     return str(v)
 
 

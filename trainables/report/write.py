@@ -24,7 +24,8 @@ from trainables.report.figures import (
     fig_wall_time,
 )
 from trainables.report.importance import importances
-from trainables.report.values import by_model, fmt, label, numeric, scored
+from trainables.report.per_value import per_value_table
+from trainables.report.values import by_model, fmt, label, numeric
 from trainables.results.layout import read_run_file
 from trainables.results.retrained import load_retrained
 
@@ -60,7 +61,7 @@ def write_report(sweep, out: str | os.PathLike = "reports") -> Path:
     _curves_section(doc, sweep, figures)
     _models_section(doc, sweep, figures)
     (folder / "report.md").write_text(doc.markdown(), encoding="utf-8")
-    (folder / "report.html").write_text(doc.html(f"Sweep {sweep.spec.name}"), encoding="utf-8")
+    (folder / "report.html").write_text(doc.html(f"Sweep {sweep.spec.name}", folder), encoding="utf-8")
     return folder
 
 
@@ -146,14 +147,11 @@ def _parameters_section(doc: Document, sweep, figures: Path) -> None:
         doc.h(3, name)
         _add_figure(doc, f"param_{_safe(name)}.png", f"{s.metric} vs {name} (star: best trial)",
                     fig_metric_vs_param(sweep, name, figures / f"param_{_safe(name)}.png"))
-        p = s.space[name]
-        if not numeric(p):
-            rows = []
-            for v in p.candidates():
-                got = [t.value(s.metric) for t in scored(sweep) if name in t.config and t.config[name] == v]
-                best = (max if s.mode == "max" else min)(got) if got else None
-                rows.append([label(v), len(got), fmt(sum(got) / len(got) if got else None), fmt(best)])
-            doc.table([name, "trials", f"mean {s.metric}", f"best {s.metric}"], rows)
+        if not numeric(s.space[name]):
+            headers, rows, note = per_value_table(sweep, name)
+            doc.table(headers, rows)
+            if note:
+                doc.p(note)
     doc.h(2, "Parallel coordinates")
     _add_figure(doc, "parallel_coordinates.png", "every trial across the searched parameters",
                 fig_parallel(sweep, figures / "parallel_coordinates.png"))

@@ -29,6 +29,13 @@ from trainables.tracking.server import check_reachable, git_commit, reason, reso
 from trainables.tracking.trials import PARENT_TAG, Trials, find_children, quote
 from trainables.tracking.values import param_value
 
+
+def run_link(base: str, experiment_id: str | None, run_id: str | None) -> str:
+    """A run's page in `mlflow ui`, in its "Model training" view: MLflow 3 opens a new experiment in
+    its GenAI view (traces, judges) unless the link asks for the other one."""
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+
+
 SWEEP_TAG = "sweep_path"  # parent: the sweep folder (how --resume finds the parent again)
 WAIT_ENV = "TRAINABLES_MLFLOW_WAIT"  # seconds the end of a sweep waits for an absent server (default 300)
 
@@ -102,8 +109,9 @@ class Tracker:
         """Where to review the sweep: two lines for `tune run` to print."""
         head = f"mlflow: {self.shown}  experiment {self.spec.experiment!r}, parent run {self.parent_id}"
         if urlparse(self.uri).scheme in ("http", "https"):
-            return [head, f"mlflow: {self.shown.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{self.parent_id}"]
-        return [head, f"mlflow: review with `mlflow ui --backend-store-uri {self.shown}`"]
+            return [head, f"mlflow: {run_link(self.shown, self.experiment_id, self.parent_id)}"]
+        return [head, f"mlflow: review with `mlflow ui --backend-store-uri {self.shown}`, then open "
+                      f"{run_link('http://127.0.0.1:5000', self.experiment_id, self.parent_id)}"]
 
     def _experiment(self) -> str:
         name = self.spec.experiment
@@ -240,6 +248,8 @@ class Tracker:
             if best is not None:
                 values[f"best_{self.spec.metric}"] = best.value(self.spec.metric)
                 tags.append(RunTag("best_trial_id", best.trial_id))
+                tags.append(RunTag("best_config", param_value(best.config)[:5000]))
+                self.trials.highlight(best.trial_id)
                 if self.trials.children.get(best.trial_id) is not None:
                     tags.append(RunTag("best_trial_run", f"trial_{best.trial_id}"))
             metrics = [Metric(k, float(v), now, 0) for k, v in values.items()]

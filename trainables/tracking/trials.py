@@ -13,12 +13,17 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from trainables.spec.schema import Spec
-from trainables.tracking.values import error_text, metrics_of, node_tags, param_value, step_of
+from trainables.tracking.values import dataset_input, error_text, metrics_of, node_tags, param_value, step_of
 
 TRIAL_TAG = "trial_id"  # child: Ray's trial id (how --resume finds the child again)
 PARENT_TAG = "mlflow.parentRunId"  # what makes a run nested in `mlflow ui`
 FLUSH_RESULTS = 10  # a child's buffered epochs are sent after this many results ...
 FLUSH_SECONDS = 10.0  # ... or this many seconds, and always when the trial ends
+CONSTANTS = ("trainable_params", "total_params")  # the same every epoch: params of the run, not series
+# One colour per trial in the runs table and its charts (Tableau 10 without the gold), the best in gold.
+COLOURS = ("#4E79A7", "#F28E2B", "#E15759", "#76B7B2", "#59A14F", "#B07AA1", "#FF9DA7", "#9C755F", "#BAB0AC",
+           "#86BCB6", "#D37295", "#A0CBE8")
+BEST_COLOUR = "#EDC948"
 
 
 def quote(s: str) -> str:
@@ -56,6 +61,9 @@ class _Child:
     params_logged: bool = False
     node_tagged: bool = False
     closed_as: str | None = None
+    constant_lr: bool = False  # no lr schedule: lr is a param of the run, not an epoch series
+    constants_logged: bool = False
+    last: dict[str, float] = field(default_factory=dict)  # the latest epoch's metrics
 
 
 class Trials:
@@ -87,6 +95,7 @@ class Trials:
     def trial_started(self, trial_id: str, config: Mapping[str, Any]) -> None:
         child = self.child(trial_id)
         child.opened, child.node_tagged = True, False
+        child.constant_lr = config.get("lr_schedule", "none") == "none"
         params = {k: v for k, v in config.items() if v is not None}
         self._submit(f"the run of trial {trial_id}", lambda: self._open(child, params, running=True))
 
@@ -99,7 +108,7 @@ class Trials:
             self.trial_started(trial_id, config)
         if step is None or step <= child.queued_step:
             return  # an epoch reported again after a restore: MLflow already has (or will have) it
-        self._buffer(child, step, metrics_of(result), result.get("timestamp"))
+        self._buffer(child, step, self._series(child, metrics_of(result)), result.get("timestamp"))
         child.results += 1
         if not child.node_tagged:
             child.node_tagged = True
@@ -150,7 +159,8 @@ class Trials:
                     if step is not None:
                         # NaN in a history row: that metric was absent that epoch.
                         clean = {k: v for k, v in metrics_of(row).items() if not math.isnan(v)}
-                        self._buffer(child, step, clean, row.get("timestamp"))
+                        child.constant_lr = t.config.get("lr_schedule", "none") == "none"
+                        self._buffer(child, step, self._series(child, clean), row.get("timestamp"))
                 self._flush(child)
             if not child.node_tagged and t.last:
                 child.node_tagged = True
@@ -158,6 +168,25 @@ class Trials:
                 self._submit(f"the node of trial {t.trial_id}", lambda c=child, g=tags: self._tag(c, g))
             if close:
                 self.trial_ended(t.trial_id, t.status, error_file=t.error)
+
+    def _series(self, child: _Child, metrics: dict[str, float]) -> dict[str, float]:
+        """The metrics that change epoch to epoch; the constants go once to the run's params."""
+        constants = {k: metrics[k] for k in CONSTANTS if k in metrics}
+        if child.constant_lr and "lr" in metrics:
+            constants["lr"] = metrics["lr"]
+        if constants and not child.constants_logged:
+            child.constants_logged = True
+            self._submit(f"the constants of trial {child.trial_id}", lambda: self._params(child, constants))
+        series = {k: v for k, v in metrics.items() if k not in constants}
+        child.last.update(series)
+        return series
+
+    def highlight(self, best_trial_id: str | None) -> None:
+        """The best trial in gold in the runs table (the others keep their colours)."""
+        child = self.children.get(best_trial_id) if best_trial_id else None
+        if child is not None:
+            self._submit(f"the colour of the best trial {best_trial_id}",
+                         lambda: self._tag(child, {"mlflow.runColor": BEST_COLOUR, "best_trial": "true"}))
 
     def _buffer(self, child: _Child, step: int, metrics: dict[str, float], timestamp: Any) -> None:
         from mlflow.entities import Metric
@@ -188,10 +217,16 @@ class Trials:
             run_id = (self.known.get(child.trial_id)
                       or find_children(c, self.experiment_id, self.parent_id, child.trial_id).get(child.trial_id))
             if run_id is None:
+                colour = COLOURS[len(self.known) % len(COLOURS)]
+                note = (f"Trial `{child.trial_id}` of sweep **{self.spec.name}** "
+                        f"([parent run](#/experiments/{self.experiment_id}/runs/{self.parent_id}"
+                        f"?workflowType=machine_learning)).")
                 run_id = c.create_run(self.experiment_id, run_name=f"trial_{child.trial_id}", tags={
                     PARENT_TAG: self.parent_id, TRIAL_TAG: child.trial_id, "status": "running",
-                    "sweep_name": self.spec.name,
+                    "sweep_name": self.spec.name, "mlflow.runColor": colour, "mlflow.note.content": note,
                 }).info.run_id
+                self.known[child.trial_id] = run_id
+                c.log_inputs(run_id, datasets=[dataset_input(self.spec)])
                 child.sent_step = 0
             child.run_id = run_id
         if child.sent_step is None:
@@ -234,10 +269,26 @@ class Trials:
         self._ensure_open(child)
         self.client.log_text(child.run_id, text, name)
 
-    def _close(self, child: _Child, status: str, error: str | None, error_file: str | None) -> None:
-        from mlflow.entities import RunTag
+    def _params(self, child: _Child, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
 
         self._ensure_open(child)
+        c = self.client
+        have = c.get_run(child.run_id).data.params  # a param is written once: --resume sends it again
+        whole = {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in params.items()}
+        fresh = [Param(k, param_value(v)) for k, v in whole.items() if k not in have]
+        if fresh:
+            c.log_batch(child.run_id, params=fresh)
+
+    def _close(self, child: _Child, status: str, error: str | None, error_file: str | None) -> None:
+        from mlflow.entities import Metric, RunTag
+
+        self._ensure_open(child)
+        summary = {"epochs_trained": float(max(child.queued_step, child.sent_step or 0))}
+        if self.spec.metric in child.last:
+            summary[f"final_{self.spec.metric}"] = child.last[self.spec.metric]
+        now = int(time.time() * 1000)
+        self.client.log_batch(child.run_id, metrics=[Metric(k, v, now, 0) for k, v in summary.items()])
         tags = [RunTag("status", status)] + ([RunTag("error", error[:5000])] if error else [])
         self.client.log_batch(child.run_id, tags=tags)
         if error_file and Path(error_file).is_file():

@@ -71,3 +71,20 @@ def error_text(error_file: str | None) -> str | None:
     except OSError:
         return "errored"
     return lines[-1].strip() if lines else "errored"
+
+
+def dataset_input(spec) -> Any:
+    """The sweep's dataset as an MLflow dataset input (the runs table's Dataset column)."""
+    import hashlib
+
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    d = spec.dataset
+    described = json.dumps(d.model_dump(mode="json"), sort_keys=True)
+    source = d.root or {"digits": "sklearn.datasets.load_digits", "fake": "torchvision.datasets.FakeData"}.get(
+        d.name, d.name)
+    name = d.name if d.limit is None else f"{d.name} (first {d.limit})"
+    dataset = Dataset(name=name, digest=hashlib.sha256(described.encode()).hexdigest()[:8],
+                      source_type="local" if d.root else "code", source=json.dumps({"uri": redact(str(source))}),
+                      schema=None, profile=json.dumps({"image_size": d.image_size, "val_fraction": d.val_fraction}))
+    return DatasetInput(dataset=dataset, tags=[InputTag("mlflow.data.context", "training")])

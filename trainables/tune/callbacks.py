@@ -1,4 +1,4 @@
-"""Tune callbacks on the sweep driver: progress lines, MLflow events, --resume's checkpoint mending."""
+"""Tune callbacks on the sweep driver: MLflow events, --resume's mending, the metric check, waiting."""
 from __future__ import annotations
 
 import os
@@ -14,42 +14,6 @@ from trainables.errors import SpecError
 from trainables.results.read import trial_status
 from trainables.spec.schema import Spec
 from trainables.tune import _ray_private
-
-
-class Progress(Callback):
-    """One line per finished trial on stdout, instead of Ray's periodic tables."""
-
-    def __init__(self, spec: Spec, stream=None):
-        # Only what a line needs: Tune pickles its callbacks into tuner.pkl, and the spec may hold a
-        # tracking URI with a password.
-        self.metric, self.epochs, self.num_samples = spec.metric, spec.epochs, spec.num_samples
-        self.stream, self.start = stream or sys.stdout, time.time()
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Tune pickles its callbacks with the experiment state; a stream (a StringIO, a test
-        # runner's capture) does not pickle, and a restored sweep prints to its own stdout.
-        return {**self.__dict__, "stream": None}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state, stream=state.get("stream") or sys.stdout)
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self.line(trial, trials, error=False)
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self.line(trial, trials, error=True)
-
-    def line(self, trial, trials, *, error: bool) -> None:
-        r = trial.last_result or {}
-        ended = ("TERMINATED", "ERROR")
-        done = sum(t.status in ended for t in trials) + (0 if trial.status in ended else 1)
-        status = "errored" if error else trial_status(trial, self.epochs)
-        value = r.get(self.metric)
-        shown = f"{self.metric}={value:.4f}" if isinstance(value, (int, float)) else "no result"
-        print(f"[{time.time() - self.start:6.0f}s] trial {trial.trial_id} {status:13s} {shown} after "
-              f"{r.get('training_iteration', 0)} epochs  ({done}/{self.num_samples} done)",
-              file=self.stream, flush=True)
-
 
 # ---- MLflow: trial events -> the sweep's tracker ---------------------------------------------
 
