@@ -236,3 +236,18 @@ def test_figure_2_runs_tune_run_and_the_bare_script_on_the_same_trials(ray_addre
     lrs = lambda rows: sorted(json.loads(json.dumps(r[0]["config"]))["lr"] for r in rows.values())  # noqa: E731
     assert lrs(bare) == lrs(ours)  # the same trials on both sides
     assert (tmp_path / "results" / "pair" / "mlflow_run.json").is_file()  # MLflow logging was on
+
+
+def test_figure_3b_warm_start_runs_its_three_sweeps(ray_address, tmp_path):
+    import ray
+
+    from trainables.bench import search
+
+    try:
+        fig = search.measure_warm(tmp_path, seeds=1, samples=2, epochs=1, limit=100)
+    finally:
+        ray.shutdown()  # this process joined the session's head: later in-process drivers join it again
+    assert fig.id == "3b" and fig.target == "<= 0.5 (median)"
+    (row,) = fig.details["seeds"]
+    assert row["cold_epochs_to_best"] and row["source_best_val_acc"] > 0
+    assert (tmp_path / "bench-search-optuna-asha-warm-0" / "optuna.db").is_file()

@@ -136,6 +136,8 @@ def test_the_ray_internals_we_use_are_where_we_look_for_them():
     assert "def invalidate_cache" in metadata and "checkpoint_manager" in metadata
     assert "_local_tuner" in Tuner.__init__.__code__.co_names
     assert "_run_config" in _source("ray.tune.impl.tuner_internal")
+    optuna_search = _source("ray.tune.search.optuna.optuna_search")
+    assert "self._ot_study" in optuna_search and "self._ot_trials" in optuna_search
     manager = _source("ray.train._internal.checkpoint_manager")
     assert "_checkpoint_results" in manager and "_latest_checkpoint_result" in manager
 

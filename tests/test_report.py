@@ -277,7 +277,7 @@ def test_log_axis_labels_are_few_and_apart(tmp_path, saved_figures, bounds):
     assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
 
 
-def test_figures_keep_every_label_inside(tmp_path, saved_figures):
+def test_figures_are_saved_with_every_label_inside(tmp_path, saved_figures):
     folder = write_report(bools_sweep(tmp_path), tmp_path / "reports")
     assert len(saved_figures) == len(list((folder / "figures").glob("*.png")))
     assert all(kw.get("bbox_inches") == "tight" for _, kw in saved_figures)  # what is drawn is what is saved

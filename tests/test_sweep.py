@@ -143,6 +143,12 @@ def test_sigkill_then_resume_finishes_exactly_num_samples(ray_address, tmp_path)
     )
     for name, results in finished.items():  # finished before the kill: not one epoch trained again
         assert (exp / name / "result.json").read_text() == results, (name, out)
+    # The optuna study in the sweep folder went on through the kill: every trial once, finished.
+    import optuna
+
+    study = optuna.load_study(study_name="killed", storage=f"sqlite:///{exp / 'optuna.db'}")
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 6, [(t.number, t.state) for t in study.trials]
 
 
 def test_resume_when_the_saved_state_names_a_deleted_checkpoint(ray_address, tmp_path):

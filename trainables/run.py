@@ -18,6 +18,7 @@ from trainables.tune.cluster import check_cluster, check_resources
 from trainables.tune.interrupt import Interrupts
 from trainables.tune.progress import Progress
 from trainables.tune.tuner import build_tuner
+from trainables.tune.warm_start import gather
 
 
 def run_sweep(spec: Spec, *, storage: str | None = None, resume: bool = False, stream=None,
@@ -39,14 +40,17 @@ def run_sweep(spec: Spec, *, storage: str | None = None, resume: bool = False, s
     t0 = time.time()
     try:
         tracker.check()
+        warm = gather(spec, storage) if spec.search.warm_start and not resume else None
+        for line in warm.lines if warm else []:
+            print(line, file=stream)
+        tracker.start()  # before the tuner: it makes the sweep folder (the study's file)
         callbacks = [progress, callback, WaitingForResources(spec, stream)]
-        tuner = build_tuner(spec, storage=storage, resume=resume, callbacks=callbacks)
+        tuner = build_tuner(spec, storage=storage, resume=resume, callbacks=callbacks, warm=warm)
         if resume:
             _ray_private.attach(tuner, MendCheckpoints(stream))
             _ray_private.attach(tuner, callback)
         metric_check = MetricCheck(spec.metric)
         _ray_private.set_stopper(tuner, metric_check)
-        tracker.start()
         if not resume:
             save_spec(spec, path)
         tracker.log_spec()

@@ -65,20 +65,26 @@ FIFO = "{name: fifo}"
 
 
 def run_search(work: Path, *, algorithm: str, scheduler: str, seed: int, samples: int, epochs: int,
-               limit: int) -> dict[str, Any]:
-    """One sweep through build_tuner; its results in arrival order: [(trial_id, epoch, val_acc)]."""
+               limit: int, warm_from: str | None = None, tag: str = "") -> dict[str, Any]:
+    """One sweep through build_tuner; its results in arrival order: [(trial_id, epoch, val_acc)].
+    warm_from: an earlier sweep's name under `work`, given to the optuna search first."""
+    from trainables.results.layout import experiment_dir, save_spec
     from trainables.spec.load import parse_spec
     from trainables.tune.tuner import build_tuner
+    from trainables.tune.warm_start import gather
 
     sched_name = "asha" if scheduler == ASHA else "fifo"
-    name = f"bench-search-{algorithm}-{sched_name}-{seed}"
+    name = f"bench-search-{algorithm}-{sched_name}{tag}-{seed}"
     text = SPACE.format(name=name, algorithm=algorithm, scheduler_name=sched_name, seed=seed, limit=limit,
                         epochs=epochs, samples=samples, scheduler=scheduler)
-    spec = parse_spec(text, file=f"<{name}>")
+    overrides = [f"search.warm_start=[{warm_from}]"] if warm_from else []
+    spec = parse_spec(text, file=f"<{name}>", overrides=overrides)
     arrived: list[tuple[str, int, float]] = []
     started = threading.Event()
     _LIVE[name] = (arrived, started)  # the callback is pickled with the tuner: it holds only the name
-    tuner = build_tuner(spec, storage=str(work), callbacks=[Arrivals(name)])
+    warm = gather(spec, str(work)) if warm_from else None
+    save_spec(spec, experiment_dir(spec, str(work)))  # what a later warm start reads back
+    tuner = build_tuner(spec, storage=str(work), callbacks=[Arrivals(name)], warm=warm)
     t0 = time.perf_counter()
     # Tune registers trainables in a process-wide registry that two fits may not set up at once.
     _SETUP.acquire()
@@ -115,7 +121,7 @@ def compare(random_results, tpe_results) -> dict[str, Any]:
 def measure(work: Path, *, seeds: int = 5, samples: int = 12, epochs: int = 6, limit: int = 400) -> Figure:
     from concurrent.futures import ThreadPoolExecutor
 
-    from trainables.tune.tuner import connect
+    from trainables.tune.cluster import connect
 
     connect(None)  # RAY_ADDRESS: the bench's head (once, before the threads)
     rows = []
@@ -150,4 +156,44 @@ def measure(work: Path, *, seeds: int = 5, samples: int = 12, epochs: int = 6, l
                      f"2 at a time; ASHA grace 1, reduction factor 3",
             "space": SPACE.split("parameters:")[1].split("search:")[0].strip(),
         },
+    )
+
+
+def measure_warm(work: Path, *, seeds: int = 5, samples: int = 12, epochs: int = 6, limit: int = 400) -> Figure:
+    """Figure 3b: TPE + ASHA warm-started from a random + FIFO sweep of `samples` trials against cold
+    TPE + ASHA, same trial budget: the trial-epochs the warm sweep spends to reach the cold sweep's
+    best val_acc, over the trial-epochs the cold sweep spent to reach it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from trainables.tune.cluster import connect
+
+    connect(None)
+    rows = []
+    for seed in range(seeds):
+        kw = dict(seed=seed, samples=samples, epochs=epochs, limit=limit)
+        source = run_search(work, algorithm="random", scheduler=FIFO, tag="-source", **kw)
+        with ThreadPoolExecutor(2) as pool:  # both sides at once, as in figure 3
+            cold = pool.submit(run_search, work, algorithm="optuna", scheduler=ASHA, tag="-cold", **kw)
+            warm = pool.submit(run_search, work, algorithm="optuna", scheduler=ASHA, tag="-warm",
+                               warm_from=f"bench-search-random-fifo-source-{seed}", **kw)
+            cold, warm = cold.result(), warm.result()
+        bar = max(acc for _, _, acc in cold["results"])
+        cold_spent, warm_spent = epochs_to_reach(cold["results"], bar), epochs_to_reach(warm["results"], bar)
+        ratio = warm_spent / cold_spent if warm_spent is not None and cold_spent else math.inf
+        rows.append({"seed": seed, "cold_best_val_acc": bar, "cold_epochs_to_best": cold_spent,
+                     "warm_epochs_to_bar": warm_spent, "warm_best_val_acc": max(a for _, _, a in warm["results"]),
+                     "source_best_val_acc": max(a for _, _, a in source["results"]), "ratio": ratio})
+    ratios = [r["ratio"] for r in rows]
+    median = statistics.median(ratios)
+    finite = sorted(r for r in ratios if math.isfinite(r))
+    spread = (f"min {finite[0]:.2f}, max {finite[-1]:.2f}" if finite else "never reached") + (
+        f"; not reached in {len(ratios) - len(finite)} of {len(ratios)} seeds" if len(finite) < len(ratios) else "")
+    return Figure(
+        "3b", "warm start: TPE+ASHA from a random sweep, trial-epochs to cold TPE+ASHA's best",
+        median if math.isfinite(median) else None, "ratio", "<= 0.5 (median)",
+        check(median, "<=", 0.5) if math.isfinite(median) else False, device="cpu",
+        details={"summary": f"median over {seeds} seeds; {spread}",
+                 "seeds": [dict(r, ratio=r["ratio"] if math.isfinite(r["ratio"]) else None) for r in rows],
+                 "setup": f"digits (limit {limit}), a {samples}-trial random + FIFO sweep, then {samples} trials x "
+                          f"{epochs} epochs cold and warm, 2 at a time; ASHA grace 1, reduction factor 3"},
     )

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 from trainables.report.values import scored
+from trainables.results.layout import STUDY_FILE, study_url
 from trainables.search.optuna import distribution, encode_trial
 from trainables.spec.space import Choice, Int, Param, Uniform
 
@@ -34,19 +36,49 @@ def importances(sweep) -> tuple[dict[str, float] | None, str]:
     if len(trials) < 2:
         return None, f"needs at least 2 finished trials with a {spec.metric}; this sweep has {len(trials)}."
 
-    dists = {k: distribution(p) for k, p in space.items()}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize" if spec.mode == "max" else "minimize")
-    for t in trials:
-        params = encode_trial(space, t.config)  # values outside the space (PBT) are left out
-        study.add_trial(optuna.trial.create_trial(params=params, distributions={k: dists[k] for k in params},
-                                                  value=t.value(spec.metric)))
+    study, source = _saved_study(sweep), "the sweep's Optuna study (optuna.db, as optuna-dashboard shows it)"
+    if study is not None:
+        done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        warm = sum(1 for t in done if t.user_attrs.get("warm_start_from"))
+        source += f", {len(done)} finished trials" + (f", {warm} of them from warm start" if warm else "")
+        if len(done) < 2:
+            study = None
+    if study is None:
+        study, source = _rebuilt(sweep, space, trials), f"{len(trials)} finished trials"
     try:
         imp = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0))
     except (RuntimeError, ValueError) as e:
         return None, f"fANOVA could not be computed: {e}"
     absent = [k for k in space if k not in imp]
-    note = f"fANOVA (Optuna) over {len(trials)} finished trials."
+    note = f"fANOVA (Optuna) over {source}."
     if absent:
         note += f" Not assessed (absent from some trials): {', '.join(absent)}."
     return dict(imp), note
+
+
+def _saved_study(sweep):
+    """The study the optuna search kept in the sweep folder, or None (another search, remote storage)."""
+    import optuna
+
+    url = study_url(sweep.path)
+    if url is None or not (Path(sweep.path) / STUDY_FILE).is_file():
+        return None
+    try:
+        return optuna.load_study(study_name=sweep.spec.name, storage=url)
+    except (KeyError, ValueError, RuntimeError):  # another name, or a file that is not a study
+        return None
+
+
+def _rebuilt(sweep, space, trials):
+    """The trials as a new in-memory study (random and grid sweeps, PBT)."""
+    import optuna
+
+    spec = sweep.spec
+    dists = {k: distribution(p) for k, p in space.items()}
+    study = optuna.create_study(direction="maximize" if spec.mode == "max" else "minimize")
+    for t in trials:
+        params = encode_trial(space, t.config)  # values outside the space (PBT) are left out
+        study.add_trial(optuna.trial.create_trial(params=params, distributions={k: dists[k] for k in params},
+                                                  value=t.value(spec.metric)))
+    return study

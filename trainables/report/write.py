@@ -42,7 +42,7 @@ def yaml_value(v: Any) -> str:
 
 
 def write_report(sweep, out: str | os.PathLike = "reports") -> Path:
-    """Write <out>/<name>/report.md, report.html and figures/*.png; returns the folder.
+    """Write <out>/<name>/report.md, report.html (its figures inside it) and figures/*.png; returns the folder.
 
     `out` is relative to the current directory (the default: ./reports)."""
     folder = Path(out) / sweep.spec.name

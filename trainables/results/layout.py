@@ -20,6 +20,7 @@ SPEC_FILE = "spec.yaml"  # the resolved spec, kept beside Ray's experiment state
 RUN_FILE = "mlflow_run.json"  # which MLflow parent run is this sweep's
 RETRAIN_FILE = "retrain.json"  # the retrained best model's record ...
 MODEL_FILE = "best_model.pt"  # ... and its weights (a state_dict)
+STUDY_FILE = "optuna.db"  # the optuna search's study (SQLite): `optuna-dashboard sqlite:///<sweep>/optuna.db`
 
 
 def is_remote(path: str) -> bool:
@@ -35,6 +36,11 @@ def storage_root(storage: str | None) -> str:
 
 def experiment_dir(spec: Spec, storage: str | None) -> str:
     return f"{storage_root(storage).rstrip('/')}/{spec.name}"
+
+
+def study_url(sweep_path: str) -> str | None:
+    """The SQLite URL of the sweep's Optuna study; None on remote storage (the study stays in memory)."""
+    return None if is_remote(sweep_path) else f"sqlite:///{Path(sweep_path).resolve() / STUDY_FILE}"
 
 
 def atomic_write(path: Path, text: str) -> None:

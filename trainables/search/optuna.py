@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
-from trainables.spec.space import Choice, Fixed, Int, Param, Uniform, ordered
+from trainables.spec.space import Choice, Fixed, Int, Param, Uniform, can_be, ordered
 
 
 def label(v: Any) -> Any:
@@ -70,18 +70,11 @@ def encode_point(space: Mapping[str, Param], point: Mapping[str, Any]) -> dict[s
 
 
 def encode_trial(space: Mapping[str, Param], config: Mapping[str, Any]) -> dict[str, Any]:
-    """A finished trial's searched values that lie in the space, as Optuna params (a PBT trial may
-    have stepped outside the bounds: such values are left out)."""
+    """A finished trial's searched values that the space can give, as Optuna params (a PBT trial may
+    have stepped outside the bounds, an earlier sweep may have searched another range or step: such
+    values are left out)."""
     out = {}
     for k, p in space.items():
-        if not p.searched or k not in config:
-            continue
-        d, v = distribution(p), config[k]
-        v = label(v) if isinstance(p, Choice) else v
-        if isinstance(p, Choice):
-            ok = v in d.choices
-        else:
-            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and d.low <= v <= d.high
-        if ok:
-            out[k] = v
+        if p.searched and k in config and can_be(p, config[k]):
+            out[k] = label(config[k]) if isinstance(p, Choice) else config[k]
     return out

@@ -121,6 +121,9 @@ def _check_search(spec: Spec, doc) -> None:
                             "or algorithm random", ("parameters", name))
     _check_size(spec, doc)
     _check_points(spec, doc)
+    if spec.search.warm_start and algo != "optuna":
+        raise doc.error(f"warm_start gives earlier results to a search that learns from them: use search.algorithm "
+                        f"optuna ({algo} search would ignore them)", ("search", "warm_start"))
 
 
 def _check_size(spec: Spec, doc) -> None:

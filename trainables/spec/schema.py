@@ -27,6 +27,9 @@ class SearchConfig(_Section):
     max_concurrent: int | None = Field(default=None, ge=1, le=MAX_TRIALS)  # None: as many as resources allow
     seed: int | None = Field(default=0, ge=0, le=SEED_MAX)
     points_to_evaluate: list[dict[str, Any]] = []  # configurations to try first (optuna)
+    # earlier sweeps (names under the storage, or folders) whose finished trials the optuna search
+    # is given as observations before its first trial
+    warm_start: list[str] = Field(default=[], max_length=100)
 
 
 class SchedulerConfig(_Section):

@@ -76,3 +76,24 @@ def recorded_address() -> str | None:
         return read_ray_address(None) or None
     except OSError:
         return None
+
+
+def optuna_study(searcher):
+    """The Optuna study inside Ray's OptunaSearch (created when it has its space, metric and mode)."""
+    return searcher._ot_study
+
+
+def fail_orphan_trials(searcher) -> int:
+    """In a restored OptunaSearch, the study's RUNNING trials that no restored Tune trial will finish
+    (asked for after the last snapshot) marked FAIL; how many."""
+    import optuna
+
+    study = searcher._ot_study
+    if study is None:
+        return 0
+    mine = {t._trial_id for t in searcher._ot_trials.values()}
+    orphans = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+               if t._trial_id not in mine]
+    for t in orphans:
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+    return len(orphans)

@@ -38,3 +38,4 @@ class GridSearch(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
             self.points, self.next = pickle.load(f)
+

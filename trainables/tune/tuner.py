@@ -5,28 +5,35 @@ import os
 from typing import Any
 
 from trainables.errors import SpecError
-from trainables.results.layout import experiment_dir, storage_root
+from trainables.results.layout import experiment_dir, storage_root, study_url
 from trainables.search.optuna import DefineByRun, encode_point
 from trainables.spec.schema import Spec
+from trainables.tune import _ray_private
 from trainables.tune.space import ray_space
+from trainables.tune.warm_start import Warm, add_to_study
 
 
-def _search_alg(spec: Spec):
+def _search_alg(spec: Spec, *, storage: str | None = None, warm: Warm | None = None):
     from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
     space, s = spec.space, spec.search
     if s.algorithm == "optuna":
         import optuna
-        from ray.tune.search.optuna import OptunaSearch
+
+        from trainables.tune.study import StudySearch
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        alg = OptunaSearch(
+        alg = StudySearch(
             space=DefineByRun(space),
             metric=spec.metric,
             mode=spec.mode,
             sampler=optuna.samplers.TPESampler(seed=s.seed),
             points_to_evaluate=[encode_point(space, p) for p in s.points_to_evaluate] or None,
+            study_name=spec.name,
+            storage=study_storage(experiment_dir(spec, storage)),
         )
+        if warm is not None and warm.trials:  # the study exists now: it was made with the space
+            add_to_study(_ray_private.optuna_study(alg), spec, warm)
     elif s.algorithm == "grid":
         from trainables.tune.searchers import GridSearch
 
@@ -39,6 +46,20 @@ def _search_alg(spec: Spec):
         )
         return alg, ray_space(space, seed=s.seed)
     return (ConcurrencyLimiter(alg, max_concurrent=s.max_concurrent) if s.max_concurrent else alg), {}
+
+
+def study_storage(path: str):
+    """An Optuna storage in the sweep folder (written only by this driver), so --resume continues the
+    same study and optuna-dashboard can show it; in memory on remote storage (s3://, gs://)."""
+    from pathlib import Path
+
+    import optuna
+
+    url = study_url(path)
+    if url is None:
+        return None
+    Path(path).mkdir(parents=True, exist_ok=True)
+    return optuna.storages.RDBStorage(url)
 
 
 def _scheduler(spec: Spec, param_space: dict[str, Any]):
@@ -91,7 +112,8 @@ def trainable_for(spec: Spec, *, storage: str | None = None):
     return tune.with_resources(fn, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
 
 
-def build_tuner(spec: Spec, *, storage: str | None = None, resume: bool = False, callbacks: list | None = None):
+def build_tuner(spec: Spec, *, storage: str | None = None, resume: bool = False, callbacks: list | None = None,
+                warm: Warm | None = None):
     """A Tuner for the spec: a fresh one, or the interrupted sweep of the same name restored."""
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
@@ -118,7 +140,7 @@ def build_tuner(spec: Spec, *, storage: str | None = None, resume: bool = False,
         if not tune.Tuner.can_restore(path):
             raise SpecError(f"nothing to resume at {path}: run without --resume to start the sweep", file=spec.source)
         return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
-    search_alg, param_space = _search_alg(spec)
+    search_alg, param_space = _search_alg(spec, storage=storage, warm=warm)
     return tune.Tuner(
         trainable,
         param_space=param_space,

@@ -1,0 +1,78 @@
+"""search.warm_start: the finished trials of earlier sweeps given to this sweep's Optuna study as observations
+before its first trial (seed 004's random-then-Bayesian sweeps; seed 000's related architectures).
+
+Earlier sweeps are read from their JSON results, never from pickled state. A trial is used when its
+configuration fits this sweep's space: parameters this space does not have are dropped, and a trial
+missing a searched parameter that applies, or with a value outside its range, is skipped. A trial
+that a scheduler stopped early counts with the value it reached, flagged as such.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from trainables.errors import SpecError
+from trainables.results.read import load_sweep
+from trainables.search.optuna import distribution, encode_trial
+from trainables.spec.schema import Spec
+
+
+@dataclass
+class Warm:
+    """What to give the study: (params as Optuna sees them, value, user attributes) per trial."""
+
+    trials: list[tuple[dict[str, Any], float, dict[str, Any]]] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)  # what was used, and why the rest was not
+
+
+def gather(spec: Spec, storage: str | None) -> Warm:
+    """The usable trials of spec.search.warm_start; SpecError naming a sweep that cannot be read."""
+    warm = Warm()
+    space = spec.space
+    searched = {k: p for k, p in space.items() if p.searched}
+    for name in spec.search.warm_start:
+        try:
+            earlier = load_sweep(name, storage)
+        except SpecError as e:
+            raise SpecError(f"warm_start: {e.message}", file=spec.source, path="search.warm_start") from None
+        if earlier.spec.metric != spec.metric or earlier.spec.mode != spec.mode:
+            raise SpecError(f"warm_start: sweep {earlier.spec.name!r} optimised {earlier.spec.metric} "
+                            f"({earlier.spec.mode}), this one {spec.metric} ({spec.mode})", file=spec.source,
+                            path="search.warm_start")
+        used, stopped, why = 0, 0, {}
+        for t in earlier.trials:
+            value = t.value(spec.metric)
+            if value is None or t.status == "errored":
+                why["no value"] = why.get("no value", 0) + 1
+                continue
+            params = encode_trial(space, t.config)
+            applying = {k for k, p in searched.items() if p.applies(t.config)}
+            missing = applying - set(params)
+            if missing:
+                reason = f"outside this space or without {', '.join(sorted(missing))}"
+                why[reason] = why.get(reason, 0) + 1
+                continue
+            attrs = {"warm_start_from": earlier.spec.name, "warm_start_trial": t.trial_id,
+                     "stopped_early": t.status == "stopped early", "epochs": t.epochs}
+            warm.trials.append((params, value, attrs))
+            used += 1
+            stopped += t.status == "stopped early"
+        dropped = sorted(set().union(*(t.config for t in earlier.trials)) - set(space)) if earlier.trials else []
+        line = (f"warm start: {used} of {len(earlier.trials)} trials of sweep {earlier.spec.name!r} given to the "
+                f"search ({stopped} of them stopped early, with the value they reached)")
+        if why:
+            line += "; not used: " + ", ".join(f"{n} ({r})" for r, n in why.items())
+        if dropped:
+            line += f"; parameters this sweep does not have, dropped: {', '.join(dropped)}"
+        warm.lines.append(line)
+    return warm
+
+
+def add_to_study(study, spec: Spec, warm: Warm) -> None:
+    """Each warm trial as a finished trial of the study (with the distributions this space gives)."""
+    import optuna
+
+    dists = {k: distribution(p) for k, p in spec.space.items() if p.searched}
+    for params, value, attrs in warm.trials:
+        study.add_trial(optuna.trial.create_trial(params=params, distributions={k: dists[k] for k in params},
+                                                  value=value, user_attrs=attrs))
