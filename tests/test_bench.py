@@ -199,10 +199,10 @@ def test_reports_merge_measured_figures_and_keep_gpu_ones(tmp_path):
 def test_tune_bench_prints_json_lines_and_writes_the_report(tmp_path):
     proc = run_cli("bench", "--tiny", "--only", "1,5", "--out", tmp_path / "bench", cwd=tmp_path, check=0, timeout=300)
     lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
-    assert [x["id"] for x in lines] == ["1", "5a", "5b", "5c", "5d"]
+    assert [x["id"] for x in lines] == ["1", "5a", "5b", "5c", "5d", "5e"]
     assert all({"value", "unit", "target", "met", "device", "details"} <= set(x) for x in lines)
     data = json.loads((tmp_path / "bench" / "results.json").read_text())
-    assert {f["id"] for f in data["figures"]} == {"1", "5a", "5b", "5c", "5d"}
+    assert {f["id"] for f in data["figures"]} == {"1", "5a", "5b", "5c", "5d", "5e"}
     assert data["runs"][0]["machine"]["cpus"] >= 1 and "load_average" in data["runs"][0]["machine"]
     assert "| 1 | training core vs bare PyTorch loop" in (tmp_path / "bench" / "results.md").read_text()
     assert (tmp_path / "bench" / "figures" / "1_core.png").is_file()

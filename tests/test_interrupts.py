@@ -110,3 +110,17 @@ def test_a_ray_address_file_of_a_dead_head_does_not_hang(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "no longer answers" in proc.stdout and "starting a local Ray" in proc.stdout and "nodes 1" in proc.stdout
     assert time.time() - t0 < 90
+
+
+def test_ctrl_c_while_the_command_starts_ends_it_at_once(tmp_path):
+    """Before any sweep (imports, Ray starting): 130 and one line, no traceback, nothing written."""
+    spec = write(tmp_path / "s.yaml", SPEC.format(name="early", epochs=1, uri="sqlite:///m.db"))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.Popen([sys.executable, "-m", "trainables", "run", str(spec), "--storage", str(tmp_path / "r")],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)  # importing torch, click, pydantic...
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out + err
+    assert "interrupted (SIGINT)" in err and "Traceback" not in err
+    assert not (tmp_path / "r" / "early").exists()

@@ -18,8 +18,9 @@ from trainables.tracking.sender import PERMANENT, Sender
 from trainables.tracking.server import check_reachable, resolve_uri
 from trainables.tracking.values import RAY_KEYS, metrics_of, param_value, step_of
 
-EPOCH_METRICS = {"train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_seconds", "samples_per_second",
-                 "trainable_params", "total_params"}
+# Per-epoch series; the constants (parameter counts, lr without a schedule) are params of the run.
+EPOCH_METRICS = {"train_loss", "train_acc", "val_loss", "val_acc", "epoch_seconds", "samples_per_second"}
+CONSTANTS = {"trainable_params", "total_params", "lr"}
 
 SPEC = """\
 name: {name}
@@ -221,9 +222,12 @@ def test_sweep_review_in_mlflow_report_and_resume(ray_address, mlflow_server, tm
     for t in sweep.trials:
         c = by_trial[t.trial_id]
         assert c.data.tags["mlflow.parentRunId"] == parent.info.run_id
-        assert c.data.params == {k: param_value(v) for k, v in t.config.items()}
+        assert {k: v for k, v in c.data.params.items() if k not in CONSTANTS - {"lr"}} == {
+            k: param_value(v) for k, v in t.config.items()}
+        assert CONSTANTS <= set(c.data.params) and c.data.params["lr"] == param_value(t.config["lr"])
         assert not any(k in RAY_KEYS or k.startswith("config") for k in c.data.params)
-        assert set(c.data.metrics) == EPOCH_METRICS
+        assert set(c.data.metrics) == EPOCH_METRICS | {"epochs_trained", "final_val_acc"}
+        assert c.data.metrics["epochs_trained"] == t.epochs
         assert steps(client, c.info.run_id) == list(range(1, t.epochs + 1))
         assert steps(client, c.info.run_id, "samples_per_second") == list(range(1, t.epochs + 1))
         assert c.data.tags["status"] == t.status and c.data.tags["node"] and c.data.tags["gpu"] == "none"

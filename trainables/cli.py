@@ -122,8 +122,9 @@ def run(spec_file, overrides, address, storage, resume, dry_run):
 
     again = ["tune", "run", spec_file, *(a for o in overrides for a in ("-o", o)),
              "--storage", layout.storage_root(storage), *(["--address", address] if address else []), "--resume"]
+    interrupts = Interrupts()
     try:
-        with layout.lock_for(path).acquire(file=spec.source), Interrupts() as interrupts:
+        with layout.lock_for(path).acquire(file=spec.source), interrupts:
             try:
                 connect(address, say=click.echo)
             except SystemExit as e:  # ray.init's own SIGTERM handler, while it connects
@@ -133,6 +134,9 @@ def run(spec_file, overrides, address, storage, resume, dry_run):
     except SpecError as e:
         _fail(e)
     except Interrupted as e:
+        if not interrupts.started:
+            click.echo(f"interrupted ({e.name}) before the sweep started: no trial ran", err=True)
+            sys.exit(e.exit_code)
         click.echo(f"interrupted ({e.name}): the sweep's state is saved in {redact(path)}; no report was written "
                    f"for the unfinished sweep. Continue it with:\n  {redact(shlex.join(again))}", err=True)
         sys.exit(e.exit_code)

@@ -63,8 +63,12 @@ def read_json(path: Path) -> Any:
 
 
 def check_fresh(spec: Spec, path: str) -> None:
-    """A new sweep never writes into an existing one's folder."""
-    if not is_remote(path) and Path(path).exists() and any(Path(path).iterdir()):
+    """A new sweep never writes into an existing one's folder. A folder without Ray Tune's state (a start
+    that ended before any trial, leaving only our own files) holds no sweep yet."""
+    folder = Path(path)
+    if is_remote(path) or not folder.is_dir():
+        return
+    if any(folder.glob("experiment_state-*.json")) or (folder / "tuner.pkl").exists() or any(folder.glob("trial_*")):
         raise SpecError(f"{path} already holds a sweep named {spec.name!r}: add --resume to continue it, "
                         f"or start another with -o name={spec.name}-2", file=spec.source)
 

@@ -40,6 +40,7 @@ class Interrupts:
         self.signum: int | None = None
         self.stream = stream
         self._tuning = False
+        self.started = False  # whether the sweep's trials ever started (else nothing was saved)
         self._old: dict[int, object] = {}
 
     def __enter__(self) -> "Interrupts":
@@ -65,7 +66,7 @@ class Interrupts:
     @contextlib.contextmanager
     def tuning(self):
         """Around tuner.fit(): a first signal stops Tune gracefully instead of raising."""
-        self._tuning = True
+        self._tuning = self.started = True
         try:
             yield
         finally:
