@@ -35,6 +35,8 @@ def connect(address: str | None, *, say=print) -> None:
 
     if ray.is_initialized():
         return
+    if address is None and os.environ.get("RAY_ADDRESS"):
+        address = os.environ["RAY_ADDRESS"]  # what ray.init would join: probed like --address
     if address in (None, "auto"):
         recorded = _ray_private.recorded_address()
         if recorded and _answers(recorded, timeout=2.0) is not None:
