@@ -91,7 +91,8 @@ def run(spec_file, overrides, address, storage, resume, dry_run):
     """Run the sweep described by SPEC.yaml.
 
     Exit code 0 when the sweep finished (even if some trials errored), 1 when every trial
-    failed, 2 for bad input.
+    failed, 2 for bad input, 130 (Ctrl-C) or 143 (SIGTERM) when interrupted: the sweep's state is
+    kept and the command to continue it is printed.
     """
     from trainables.results import layout
     from trainables.spec.load import load_spec
