@@ -36,8 +36,9 @@ tracking: {enabled: false}
 def _no_ray_started():
     """Each fault here is found before Ray starts; a test that started it would also leave it running."""
     yield
-    if "ray" in sys.modules:
-        assert not sys.modules["ray"].is_initialized(), "this fault was found only after Ray had started"
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        sys.modules["ray"].shutdown()  # or every later test here would fail on it too
+        pytest.fail("this fault was found only after Ray had started")
 
 
 def tune(*args, cwd: Path):
@@ -71,6 +72,7 @@ def test_a_second_run_of_a_sweep_stops_at_once_naming_the_holder(tmp_path):
         assert lock.exists()  # the holder's lock is left alone
     finally:
         holder.kill()
+        holder.wait()
 
 
 def test_a_stale_lock_is_taken_over_and_released(tmp_path):
@@ -264,3 +266,22 @@ def test_best_and_report_read_a_sweep_folder_without_running_code_from_it(tmp_pa
     result = tune("report", folder, "--out", tmp_path / "reports", cwd=tmp_path)
     assert result.exit_code == 0, result.output
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("trial,meta", [
+    ({"trial_id": "t1", "status": "TERMINATED", "config": [1, 2]}, {"last_result": {"val_acc": 0.5}}),
+    ({"trial_id": "t1", "status": "TERMINATED", "config": {"lr": 0.005}},
+     {"last_result": {"val_acc": 0.5, "training_iteration": "x", "time_total_s": "y"}}),
+    ({"trial_id": "t1", "config": {"lr": 0.005}},
+     {"last_result": {"val_acc": float("inf"), "training_iteration": 1e308}}),
+    ("not a trial", ["nor", "its", "metadata"]),
+])
+def test_a_damaged_sweep_folder_is_read_as_far_as_it_holds(tmp_path, trial, meta):
+    folder = _saved_sweep(tmp_path)
+    state = next(folder.glob("experiment_state-*.json"))
+    state.write_text(json.dumps({"trial_data": [[json.dumps(trial), json.dumps(meta)]]}))
+    for command in ("best", "report"):
+        result = tune(command, folder, "--out", tmp_path / "reports", cwd=tmp_path) if command == "report" else \
+            tune(command, folder, cwd=tmp_path)
+        assert result.exit_code in (0, 2), (command, result.output, result.exception)
+        assert "Traceback" not in result.output

@@ -43,7 +43,7 @@ def test_alias_bomb_is_refused_quickly(tmp_path):
         for p, c in zip("abcdefgh", "bcdefghi", strict=True))
     t0 = time.perf_counter()
     e = _error(bomb, tmp_path)
-    assert time.perf_counter() - t0 < 2 and "aliases" in str(e) and "too large" in str(e)
+    assert time.perf_counter() - t0 < 5 and "aliases" in str(e) and "too large" in str(e)
 
 
 def test_deep_nesting_is_refused(tmp_path):
@@ -54,7 +54,7 @@ def test_deep_nesting_is_refused(tmp_path):
 def test_a_huge_file_is_refused_before_it_is_parsed(tmp_path):
     t0 = time.perf_counter()
     e = _error(GOOD + "description: '" + "x" * 3_000_000 + "'\n", tmp_path)
-    assert time.perf_counter() - t0 < 1 and "at most" in str(e)
+    assert time.perf_counter() - t0 < 5 and "at most" in str(e)
 
 
 def test_bytes_that_are_not_utf8_are_named_by_line_and_column(tmp_path):
@@ -93,6 +93,26 @@ def test_messages_quote_only_a_prefix_of_a_long_value():
     with pytest.raises(SpecError) as exc:
         parse_spec(GOOD, overrides=["epochs=" + "x" * 100_000])
     assert len(str(exc.value)) < 300
+
+
+def test_an_override_of_an_aliased_mapping_changes_only_its_key(tmp_path):
+    text = GOOD.replace("  dense_units: {int: [16, 64], step: 16}", "  dense_units: &units {choice: [16, 32]}\n"
+                        "  batch_size: *units")
+    spec = load_spec(write(tmp_path / "a.yaml", text), ["parameters.dense_units.choice=[64]"])
+    assert spec.space["dense_units"].values == (64,) and spec.space["batch_size"].values == (16, 32)
+
+
+def test_merge_keys_are_yaml_not_duplicates(tmp_path):
+    text = GOOD.replace("search: {num_samples: 4}", "search: {<<: {num_samples: 4, seed: 1}, seed: 2}")
+    spec = load_spec(write(tmp_path / "m.yaml", text))
+    assert spec.search.num_samples == 4 and spec.search.seed == 2  # merged; the explicit key wins
+
+
+@pytest.mark.parametrize("override", ["epochs=" + "9" * 5000, "parameters.lr={when: {optimizer: []}, uniform: [0, 1]}",
+                                      "parameters.lr={quniform: [0, 0.5, 1.0e-320]}", "trainable=.x:fn"])
+def test_values_python_cannot_hold_are_bad_input(override):
+    with pytest.raises(SpecError):
+        parse_spec(GOOD, overrides=[override])
 
 
 # ---- 2. the spec as a whole ----------------------------------------------------------------
@@ -143,7 +163,7 @@ def test_combinations_and_sizes_are_refused_up_front(overrides, path, words):
     with pytest.raises(SpecError) as exc:
         t0 = time.perf_counter()
         parse_spec(GOOD, file="bad.yaml", overrides=overrides)
-    assert time.perf_counter() - t0 < 2
+    assert time.perf_counter() - t0 < 5
     assert f" {path}:" in str(exc.value) and words in str(exc.value), str(exc.value)
 
 
@@ -236,9 +256,13 @@ def test_every_combination_works_or_is_refused_up_front(algorithm, scheduler, va
     from trainables.tune.tuner import _scheduler, _search_alg
 
     overrides = [f"search.algorithm={algorithm}", f"scheduler.name={scheduler}", *VARIANTS[variant]]
+    # nothing wrong with these: refusing them would be a bug, not a check
+    must_build = variant in ("plain", "points", "when") and (scheduler != "pbt" or algorithm == "random") and not (
+        scheduler == "pbt" and variant == "when")
     try:
         spec = parse_spec(COMBO, file="c.yaml", overrides=overrides)
     except SpecError as e:
+        assert not must_build, str(e)
         assert str(e).startswith("c.yaml") and "Traceback" not in str(e)
         return
     alg, param_space = _search_alg(spec)

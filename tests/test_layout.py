@@ -63,7 +63,8 @@ def _imports(module: str, path: Path) -> set[str]:
                 base = ".".join(pkg[: len(pkg) - node.level + 1] + ([node.module] if node.module else []))
             for a in node.names:
                 sub = f"{base}.{a.name}"
-                out.add(sub if sub in MODULES else base)
+                # `from ray.train import _internal` reaches into ray as surely as `import ray.train._internal`
+                out.add(sub if sub in MODULES or not base.startswith("trainables") else base)
     return out
 
 

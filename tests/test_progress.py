@@ -43,6 +43,7 @@ def test_plain_lines_wait_for_their_interval():
     out = io.StringIO()
     progress = Progress(SPEC, out, every=3600.0)
     _feed(progress)
+    assert "trial b completed" in out.getvalue()  # a finished trial's line does not wait
     assert [ln for ln in out.getvalue().splitlines() if "running" in ln] == []
 
 

@@ -342,12 +342,12 @@ def test_the_runs_table_a_reviewer_needs(tmp_path):
     tracker.start()
     assert tracker.where()[1].endswith(f"/runs/{tracker.parent_id}?workflowType=machine_learning")
     records = []
-    for tid, accs in (("t1", (0.5, 0.6)), ("t2", (0.7, 0.9))):
-        config = {"lr": 0.005, "activation": "relu"}
+    for tid, accs, lr in (("t1", (0.5, 0.6), 0.005), ("t2", (0.7, 0.9), 0.01)):
+        config = {"lr": lr, "activation": "relu"}
         tracker.trial_started(tid, config)
         for epoch, acc in enumerate(accs, 1):
             tracker.trial_result(tid, config, {"epoch": epoch, "training_iteration": epoch, "val_acc": acc,
-                                               "lr": 0.005, "trainable_params": 1234, "total_params": 1234,
+                                               "lr": lr, "trainable_params": 1234, "total_params": 1234,
                                                "precision": "fp32", "node_ip": "10.0.0.1"})
         tracker.trial_ended(tid, "completed")
         records.append(TrialRecord(trial_id=tid, status="completed", config=config,
@@ -366,4 +366,4 @@ def test_the_runs_table_a_reviewer_needs(tmp_path):
     assert t1.data.tags["precision"] == "fp32"
     (dataset,) = client.get_run(t1.info.run_id).inputs.dataset_inputs
     assert dataset.dataset.name.startswith("digits")
-    assert parent.data.tags["best_config"] == '{"lr": 0.005, "activation": "relu"}'
+    assert parent.data.tags["best_config"] == '{"lr": 0.01, "activation": "relu"}'

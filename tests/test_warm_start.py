@@ -54,7 +54,7 @@ def test_trials_that_do_not_fit_the_space_are_reported(tune_in_process, tmp_path
                           "parameters.activation={choice: [relu]}", cwd=tmp_path)
     line = next(ln for ln in out.splitlines() if ln.startswith("warm start:"))
     used = int(line.split()[2])
-    assert used < 4 and "not used:" in line and "outside this space" in line, line
+    assert 0 < used < 4 and "not used:" in line and "outside this space" in line, line
     assert len([t for t in _study(tmp_path / "results" / "narrow").trials if t.user_attrs.get("warm_start_from")]) \
         == used
 

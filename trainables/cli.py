@@ -98,6 +98,7 @@ def run(spec_file, overrides, address, storage, resume, dry_run):
     from trainables.spec.load import load_spec
     from trainables.spec.preflight import preflight
     from trainables.tracking.server import check_reachable, resolve_uri
+    from trainables.tune.warm_start import gather
 
     try:
         spec = preflight(load_spec(spec_file, overrides), say=click.echo)
@@ -109,11 +110,14 @@ def run(spec_file, overrides, address, storage, resume, dry_run):
         elif not dry_run:
             layout.check_fresh(spec, path)
             layout.check_writable(layout.storage_root(storage))
+        warm = gather(spec, storage) if spec.search.warm_start and not resume else None  # JSON only: no Ray yet
     except SpecError as e:
         _fail(e)
     click.echo(f"sweep {spec.name!r}: {spec.num_samples} trials, {spec.search.algorithm} + {spec.scheduler.name}, "
                f"{spec.resources.cpu:g} CPU / {spec.resources.gpu:g} GPU per trial")
     click.echo(f"results: {redact(path)}")
+    for line in warm.lines if warm else []:
+        click.echo(line)
     if dry_run:
         click.echo("dry run: nothing started.")
         return
@@ -131,7 +135,7 @@ def run(spec_file, overrides, address, storage, resume, dry_run):
             except SystemExit as e:  # ray.init's own SIGTERM handler, while it connects
                 raise Interrupted(e.code) if e.code in (signal.SIGTERM, signal.SIGINT) else e from None
             interrupts.install()  # again: ray.init replaced the SIGTERM handler
-            outcome = run_sweep(spec, storage=storage, resume=resume, interrupts=interrupts)
+            outcome = run_sweep(spec, storage=storage, resume=resume, interrupts=interrupts, warm=warm)
     except SpecError as e:
         _fail(e)
     except Interrupted as e:

@@ -18,37 +18,36 @@ from trainables.tune.cluster import check_cluster, check_resources
 from trainables.tune.interrupt import Interrupts
 from trainables.tune.progress import Progress
 from trainables.tune.tuner import build_tuner
-from trainables.tune.warm_start import gather
+from trainables.tune.warm_start import Warm, gather
 
 
 def run_sweep(spec: Spec, *, storage: str | None = None, resume: bool = False, stream=None,
-              interrupts: Interrupts | None = None) -> int:
+              interrupts: Interrupts | None = None, warm: Warm | None = None) -> int:
     """Run (or resume) the sweep; print a summary; then final.retrain_best and final.report.
 
     With tracking.enabled the sweep is logged to MLflow from this process (trainables.tracking):
-    the store must answer before any trial starts (else SpecError: exit 2), and a fault later
-    never stops the sweep. A signal (see tune/interrupt.py) stops the trials, keeps the state, marks
-    the MLflow parent run KILLED and raises Interrupted. Returns 0, or 1 if every trial failed."""
+    a store that does not answer stops the sweep before any trial (SpecError: exit 2), and a fault
+    later never stops it. A signal (see tune/interrupt.py) stops the trials, keeps the state, marks
+    the MLflow parent run KILLED and raises Interrupted. `warm`: search.warm_start's trials, gathered
+    by the caller (tune/warm_start.py). Returns 0, or 1 if every trial failed."""
     stream = stream or sys.stdout  # looked up now: whoever called us may have replaced it
     interrupts = interrupts or Interrupts(stream)
     path = experiment_dir(spec, storage)
     check_cluster(spec, storage)
     check_resources(spec)
-    tracker = open_tracker(spec, path, resume=resume, stream=stream)
-    callback = TrackerCallback(tracker).register()
+    if warm is None and spec.search.warm_start and not resume:
+        warm = gather(spec, storage)  # (tune run gathers it before Ray starts, and prints what it used)
     progress = Progress(spec, stream)
+    lines = progress.lines()  # what else is said while the live table is up goes above it
+    tracker = open_tracker(spec, path, resume=resume, stream=lines)
+    callbacks = [progress, TrackerCallback(tracker), WaitingForResources(spec, lines)]
     t0 = time.time()
     try:
-        tracker.check()
-        warm = gather(spec, storage) if spec.search.warm_start and not resume else None
-        for line in warm.lines if warm else []:
-            print(line, file=stream)
         tracker.start()  # before the tuner: it makes the sweep folder (the study's file)
-        callbacks = [progress, callback, WaitingForResources(spec, stream)]
         tuner = build_tuner(spec, storage=storage, resume=resume, callbacks=callbacks, warm=warm)
-        if resume:
-            _ray_private.attach(tuner, MendCheckpoints(stream))
-            _ray_private.attach(tuner, callback)
+        if resume:  # the restored Tuner's own callbacks were pickled inert: this run's go in
+            for callback in [*callbacks, MendCheckpoints(lines)]:
+                _ray_private.attach(tuner, callback)
         metric_check = MetricCheck(spec.metric)
         _ray_private.set_stopper(tuner, metric_check)
         if not resume:
@@ -59,6 +58,7 @@ def run_sweep(spec: Spec, *, storage: str | None = None, resume: bool = False, s
         t0 = time.time()
         with interrupts.tuning():
             grid = tuner.fit()
+        progress.close()
         wall = time.time() - t0
         sweep = load_sweep(path)
         print_summary(sweep, wall_seconds=wall, stream=stream)
@@ -75,11 +75,14 @@ def run_sweep(spec: Spec, *, storage: str | None = None, resume: bool = False, s
     except BaseException:
         # Interrupted, or anything else: the parent run must not stay RUNNING. What the trials
         # recorded is already in the results folder; --resume sends what MLflow lacks.
-        tracker.finish(None, wall_seconds=time.time() - t0, status="KILLED", wait=10)
+        progress.close()
+        try:
+            tracker.finish(None, wall_seconds=time.time() - t0, status="KILLED", wait=10)
+        except Exception as e:  # noqa: BLE001 - what is on its way up (a signal, bad input) matters more
+            print(f"mlflow: could not mark the parent run KILLED ({type(e).__name__}: {e})", file=stream)
         raise
     finally:
         progress.close()
-        callback.unregister()
         tracker.close()
     return 1 if grid.num_errors == len(grid) and len(grid) else 0
 
@@ -148,13 +151,12 @@ def _load_model(sweep: Sweep, info: dict[str, Any]):
     """The retrained model (and one test input) from best_model.pt, to log it again."""
     import torch
 
+    from trainables.core.engine import example_input
     from trainables.core.trial import build
 
     model, splits, _ = build(info["config"], sweep.spec.dataset, torch.device("cpu"))
     model.load_state_dict(torch.load(model_file(sweep.path, info), map_location="cpu", weights_only=True))
-    split = splits.test if len(splits.test) else splits.val
-    x, _ = next(iter(split.batches(1, shuffle=False, generator=None, augment=False)))
-    return model, x.cpu()
+    return model, example_input(splits)
 
 
 def _fmt(x: float | None) -> str:

@@ -249,6 +249,16 @@ def resolve_performance(device: torch.device | str, *, precision: str = "auto", 
                        cudnn_benchmark=bool(cudnn_benchmark), data_on_device=auto(data_on_device), precision=chosen)
 
 
+def _prepare(config: dict[str, Any], dataset: DatasetConfig, device: torch.device | None, options: dict[str, Any]):
+    """(device, performance, model, splits, training) for one trial or retrain: what both set up alike."""
+    device = device or pick_device()
+    perf = resolve_performance(device, **options)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = perf.cudnn_benchmark
+    model, splits, training = build(config, dataset, device, data_on_device=perf.data_on_device)
+    return device, perf, model, splits, training
+
+
 def run_trial(config: dict[str, Any], *, dataset: DatasetConfig, epochs: int, report: Report, start=None,
               device: torch.device | None = None, wrap_model=None, shard: tuple[int, int] | None = None,
               precision: str = "auto", channels_last: bool | str = "auto", compile: bool = False,
@@ -256,12 +266,9 @@ def run_trial(config: dict[str, Any], *, dataset: DatasetConfig, epochs: int, re
     """What one trial (or one data-parallel worker: `device`, `wrap_model`, `shard`, see fit)
     does: build the model and data from `config`, then fit. The options from `precision` on are
     the spec's `performance:` section (see resolve_performance)."""
-    device = device or pick_device()
-    perf = resolve_performance(device, precision=precision, channels_last=channels_last, compile=compile,
-                               cudnn_benchmark=cudnn_benchmark, data_on_device=data_on_device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = perf.cudnn_benchmark
-    model, splits, training = build(config, dataset, device, data_on_device=perf.data_on_device)
+    device, perf, model, splits, training = _prepare(config, dataset, device, dict(
+        precision=precision, channels_last=channels_last, compile=compile, cudnn_benchmark=cudnn_benchmark,
+        data_on_device=data_on_device))
     fit(model, splits, training, epochs=epochs, report=report, start=start, wrap_model=wrap_model, shard=shard,
         amp=perf.amp, channels_last=perf.channels_last, compile=perf.compile, tags={"precision": perf.precision})
 
@@ -279,23 +286,34 @@ class Retrained:
     precision: str = "fp32"
 
 
+def example_input(splits: Splits) -> torch.Tensor:
+    """One input of the test split (else validation) on the CPU: a logged model's signature."""
+    scored = splits.test if len(splits.test) else splits.val
+    x, _ = next(iter(scored.batches(1, shuffle=False, generator=None, augment=False)))
+    return x.detach().cpu()
+
+
+def score(model: nn.Module, splits: Splits, training: Training, history: list[dict[str, Any]], *,
+          perf: Performance | None = None) -> Retrained:
+    """A trained model scored once on the held-out test split (NaN without one), as Retrained with the
+    model on the CPU. The loss is the one the trials report as val_loss (label smoothing included)."""
+    amp, channels_last = (perf.amp, perf.channels_last) if perf is not None else (None, False)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=training.label_smoothing)
+    test_loss, test_acc = (evaluate(model, splits.test, loss_fn, amp=amp, channels_last=channels_last)
+                           if len(splits.test) else (float("nan"), float("nan")))
+    example = example_input(splits)
+    model = model.cpu().to(memory_format=torch.contiguous_format)
+    # what training used: this process's choice, else what the (data-parallel) workers reported
+    precision = perf.precision if perf is not None else str((history or [{}])[-1].get("precision", "fp32"))
+    return Retrained(model, test_loss, test_acc, history, example, list(splits.classes), precision)
+
+
 def retrain(config: dict[str, Any], *, dataset: DatasetConfig, epochs: int, device: torch.device | None = None,
             performance: dict[str, Any] | None = None) -> Retrained:
     """Train `config` for `epochs` on the training split (watching validation), then score the test split,
-    with the spec's `performance:` options as a trial has them. The model comes back on the CPU.
-
-    The loss is the one the trials report as val_loss (label smoothing included, if set).
-    """
-    device = device or pick_device()
-    perf = resolve_performance(device, **(performance or {}))
-    model, splits, training = build(config, dataset, device, data_on_device=perf.data_on_device)
+    with the spec's `performance:` options as a trial has them. The model comes back on the CPU."""
+    device, perf, model, splits, training = _prepare(config, dataset, device, performance or {})
     history: list[dict[str, Any]] = []
     fit(model, splits, training, epochs=epochs, report=lambda metrics, state: history.append(dict(metrics)),
         amp=perf.amp, channels_last=perf.channels_last, compile=perf.compile, tags={"precision": perf.precision})
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=training.label_smoothing)
-    test_loss, test_acc = (evaluate(model, splits.test, loss_fn, amp=perf.amp, channels_last=perf.channels_last)
-                           if len(splits.test) else (float("nan"), float("nan")))
-    scored = splits.test if len(splits.test) else splits.val
-    x, _ = next(iter(scored.batches(1, shuffle=False, generator=None, augment=False)))
-    model = model.cpu().to(memory_format=torch.contiguous_format)
-    return Retrained(model, test_loss, test_acc, history, x.detach().cpu(), list(splits.classes), perf.precision)
+    return score(model, splits, training, history, perf=perf)

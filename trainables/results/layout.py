@@ -129,7 +129,7 @@ def check_resumable(spec: Spec, path: str) -> None:
     if not (folder / SPEC_FILE).is_file():
         raise SpecError(f"nothing to resume at {path}: no sweep was saved there; {hint}", file=spec.source)
     try:
-        saved = load_spec(folder / SPEC_FILE)
+        saved = load_spec(folder / SPEC_FILE, checks=False)
     except SpecError as e:
         raise SpecError(f"cannot resume: the saved {SPEC_FILE} is damaged ({e.message}); nothing was changed",
                         file=str(folder / SPEC_FILE)) from None
@@ -180,6 +180,7 @@ class SweepLock:
         self.name = Path(path).name
         self.held = False
         self.created: Path | None = None
+        self.me: dict[str, Any] = {}
 
     def acquire(self, *, file: str | None = None) -> "SweepLock":
         missing = self.file.parent
@@ -199,14 +200,15 @@ class SweepLock:
                                     f"remove {self.file} if that process is gone", file=file) from None
                 self.file.unlink(missing_ok=True)  # stale: its process is gone
                 continue
+            self.me = _me()
             with os.fdopen(fd, "w") as f:
-                json.dump(_me(), f)
+                json.dump(self.me, f)
             self.held = True
             return self
         raise SpecError(f"cannot take the lock {self.file}: another run took it first", file=file)
 
     def release(self) -> None:
-        if self.held and read_json(self.file) == _me():
+        if self.held and read_json(self.file) == self.me:
             self.file.unlink(missing_ok=True)
             for folder in [self.file.parent, *self.file.parent.parents] if self.created else []:
                 try:
@@ -258,18 +260,7 @@ def _me() -> dict[str, Any]:
 
     pid = os.getpid()
     return {"pid": pid, "host": socket.gethostname(), "started": _started(pid),
-            "since": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(_since()))}
-
-
-_SINCE: list[float] = []
-
-
-def _since() -> float:
-    import time
-
-    if not _SINCE:
-        _SINCE.append(time.time())
-    return _SINCE[0]
+            "since": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
 def _alive(holder: Any) -> bool:

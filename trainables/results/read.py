@@ -14,13 +14,30 @@ from trainables.spec.load import load_spec
 from trainables.spec.schema import Spec
 
 
+# What Ray adds to every result: bookkeeping of the run, not measurements of the model.
+RAY_KEYS = frozenset({
+    "training_iteration", "epoch", "time_this_iter_s", "time_total_s", "time_since_restore",
+    "iterations_since_restore", "timesteps_since_restore", "timesteps_total", "timesteps_this_iter",
+    "episodes_total", "episodes_this_iter", "timestamp", "date", "pid", "hostname", "node_ip",
+    "trial_id", "experiment_id", "experiment_tag", "config", "done", "should_checkpoint",
+    "checkpoint_dir_name", "warmup_time", "__duplicate__", "__trial_info__", "_metric", "diverged",
+    "gpu_id",  # the classifier's GPU (Ray's id on the node): a tag of the child run, not a metric
+})
+
+
 def trial_status(result_or_trial, epochs: int) -> str:
     """completed (ran every epoch), stopped early (scheduler or divergence) or errored."""
     error = getattr(result_or_trial, "error", None)
     if error:
         return "errored"
     metrics = getattr(result_or_trial, "metrics", None) or getattr(result_or_trial, "last_result", None) or {}
-    return "completed" if metrics.get("training_iteration", 0) >= epochs and not metrics.get("diverged") else "stopped early"
+    reached = _number(metrics.get("training_iteration")) or 0
+    return "completed" if reached >= epochs and not metrics.get("diverged") else "stopped early"
+
+
+def _number(v: Any) -> float | None:
+    """v as a finite number, or None (text, a bool, NaN or inf from a damaged file)."""
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
 
 
 @dataclass
@@ -34,16 +51,15 @@ class TrialRecord:
     trainable_layers: list[str] = field(default_factory=list)  # as the first epoch reported them
 
     def value(self, metric: str) -> float | None:
-        v = self.last.get(metric)
-        return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+        return _number(self.last.get(metric))
 
     @property
     def epochs(self) -> int:
-        return int(self.last.get("training_iteration", 0))
+        return int(self.value("training_iteration") or 0)
 
     @property
     def seconds(self) -> float:
-        return float(self.last.get("time_total_s", 0.0))
+        return self.value("time_total_s") or 0.0
 
 
 @dataclass
@@ -74,7 +90,7 @@ def resolve(name_or_path: str, storage: str | None = None) -> str:
     if p.is_dir() and (p / SPEC_FILE).is_file():
         return str(p.resolve())
     if p.suffix in (".yaml", ".yml") and p.is_file():  # the spec itself: its sweep folder
-        return f"{storage_root(storage)}/{load_spec(p).name}"
+        return f"{storage_root(storage)}/{load_spec(p, checks=False).name}"
     candidate = Path(storage_root(storage)) / name_or_path
     if (candidate / SPEC_FILE).is_file():
         return str(candidate)
@@ -86,7 +102,7 @@ def load_sweep(name_or_path: str, storage: str | None = None) -> Sweep:
     exist and their status) and each trial's result.json (its history). Nothing is unpickled, so
     reading a sweep folder runs no code from it."""
     path = resolve(name_or_path, storage)
-    spec = load_spec(Path(path) / SPEC_FILE)
+    spec = load_spec(Path(path) / SPEC_FILE, checks=False)  # data: nothing imported from it
     folder = SweepFolder(path)
     try:
         trials = folder.trials()

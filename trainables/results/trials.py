@@ -7,9 +7,12 @@ from anywhere can be read without running code from it.
 """
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any
+
+from trainables.results.layout import is_remote
 
 STATE_GLOB = "experiment_state-"  # experiment_state-<date>.json: the newest name is the newest state
 RESULT_FILE = "result.json"
@@ -21,9 +24,14 @@ def _filesystem(path: str):
     """(pyarrow filesystem, path in it) for a local path or a URI (s3://, gs://, ...)."""
     import pyarrow.fs
 
-    if "://" in path:
+    if is_remote(path):
         return pyarrow.fs.FileSystem.from_uri(path)
     return pyarrow.fs.LocalFileSystem(), path
+
+
+def _mapping(v: Any) -> dict[str, Any]:
+    """v where it is a mapping (with text keys), else empty: a damaged file is read as far as it holds."""
+    return {str(k): x for k, x in v.items()} if isinstance(v, dict) else {}
 
 
 def _plain(v: Any) -> bool:
@@ -53,8 +61,9 @@ class TrialFiles:
             return None
         return f"{self.folder.path.rstrip('/')}/{self.dirname}/{self.error_name or ERROR_FILE}" if self.dirname else None
 
+    @functools.cached_property
     def raw_rows(self) -> list[dict[str, Any]]:
-        """Every result the trial reported (result.json), as written."""
+        """Every result the trial reported (result.json), as written; read once."""
         if not self.dirname:
             return []
         text = self.folder.read(f"{self.dirname}/{RESULT_FILE}")
@@ -70,11 +79,11 @@ class TrialFiles:
 
     def rows(self) -> list[dict[str, Any]]:
         """The results without their config and other lists or mappings (one value per column)."""
-        return [{k: v for k, v in row.items() if not isinstance(v, (dict, list))} for row in self.raw_rows()]
+        return [{k: v for k, v in row.items() if not isinstance(v, (dict, list))} for row in self.raw_rows]
 
     def trainable_layers(self) -> list[str]:
         """The layers that train, as the first epoch reported them (empty if it did not)."""
-        for row in self.raw_rows():
+        for row in self.raw_rows:
             if isinstance(row.get("trainable_layers"), list):
                 return [str(x) for x in row["trainable_layers"]]
         return []
@@ -122,16 +131,18 @@ class SweepFolder:
 
     def _from_state(self, state: dict[str, Any]) -> list[TrialFiles]:
         out = []
-        for entry in state["trial_data"]:
-            trial, meta = (json.loads(x) if isinstance(x, str) else x for x in entry)
-            config = trial.get("config") if _plain(trial.get("config")) else {}
-            last = meta.get("last_result") if _plain(meta.get("last_result")) else {}
+        for entry in state["trial_data"] if isinstance(state.get("trial_data"), list) else []:
+            trial, meta = (_mapping(json.loads(x) if isinstance(x, str) else x) for x in (list(entry) + [{}, {}])[:2])
+            if "trial_id" not in trial:
+                continue  # not a trial Tune wrote
+            config, last = _mapping(trial.get("config")), _mapping(meta.get("last_result"))
             dirname = trial.get("relative_logdir") or trial.get("custom_dirname")
+            error_name = meta.get("error_filename")
             out.append(TrialFiles(self, str(trial["trial_id"]), str(trial.get("status", "PENDING")),
-                                  {k: v for k, v in (config or {}).items() if _plain(v)},
-                                  {k: v for k, v in (last or {}).items() if k != "config"},
+                                  {k: v for k, v in config.items() if _plain(v)},
+                                  {k: v for k, v in last.items() if k != "config"},
                                   dirname if isinstance(dirname, str) else None,
-                                  meta.get("error_filename") if isinstance(meta.get("error_filename"), str) else None))
+                                  error_name if isinstance(error_name, str) else None))
         return out
 
     def _from_folders(self) -> list[TrialFiles]:
@@ -140,10 +151,10 @@ class SweepFolder:
             params = self.read(f"{name}/{PARAMS_FILE}") if is_dir else None
             if params is None:
                 continue
-            config = json.loads(params)
+            config = _mapping(json.loads(params))
             errored = self.read(f"{name}/{ERROR_FILE}") is not None
             t = TrialFiles(self, name.removeprefix("trial_"), "ERROR" if errored else "TERMINATED",
-                           config if isinstance(config, dict) else {}, {}, name)
+                           config, {}, name)
             rows = t.rows()
             t.last_result = rows[-1] if rows else {}
             t.trial_id = str(t.last_result.get("trial_id", t.trial_id))

@@ -35,8 +35,9 @@ def _check_trainable_import(spec: Spec, doc) -> None:
                         ("trainable",))
     try:
         obj = getattr(importlib.import_module(mod), fn)
-    except (ImportError, AttributeError) as e:
-        raise doc.error(f"cannot import {short(spec.trainable)}: {short(str(e), 200)}", ("trainable",)) from None
+    except Exception as e:  # noqa: BLE001 - whatever importing the user's module raises, it is their input
+        raise doc.error(f"cannot import {short(spec.trainable)}: {type(e).__name__}: {short(str(e), 200)}",
+                        ("trainable",)) from None
     if not callable(obj):
         raise doc.error(f"{short(spec.trainable)} is not callable", ("trainable",))
 

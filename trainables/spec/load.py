@@ -64,6 +64,9 @@ def apply_overrides(data: dict, overrides: list[str], *, file: str) -> dict:
             if not isinstance(nxt, dict):
                 raise SpecError(f"override {short(item)}: {'.'.join(parts[: i + 1])} is a "
                                 f"{type(nxt).__name__}, not a mapping", file=file, path=key)
+            # a copy on the way down: a mapping reached through a YAML alias (*name) is shared, and
+            # overriding one key of it must not change the others that point at it
+            node[part] = nxt = dict(nxt)
             node = nxt
         node[parts[-1]] = value
     return data
@@ -106,8 +109,9 @@ def _pydantic_error(doc: YamlDoc, exc: ValidationError, model: type[BaseModel] =
     return first
 
 
-def load_spec(path: str | os.PathLike, overrides: list[str] | tuple = ()) -> Spec:
-    """Read, override and validate a spec file."""
+def load_spec(path: str | os.PathLike, overrides: list[str] | tuple = (), *, checks: bool = True) -> Spec:
+    """Read, override and validate a spec file. checks=False: the schema only, for a spec saved in a
+    sweep folder (read as data: its custom trainable is not imported, its dataset not looked for)."""
     file = str(path)
     p = Path(path)
     if not p.is_file():
@@ -120,10 +124,10 @@ def load_spec(path: str | os.PathLike, overrides: list[str] | tuple = ()) -> Spe
     except OSError as e:
         raise SpecError(f"cannot read: {e.strerror or e}", file=file) from None
     text = reader.decode(data, file=file)
-    return parse_spec(text, file=file, overrides=overrides)
+    return parse_spec(text, file=file, overrides=overrides, checks=checks)
 
 
-def parse_spec(text: str, *, file: str = "<spec>", overrides: list[str] | tuple = ()) -> Spec:
+def parse_spec(text: str, *, file: str = "<spec>", overrides: list[str] | tuple = (), checks: bool = True) -> Spec:
     doc = YamlDoc(file, text)
     data = doc.data
     if data is None:
@@ -146,7 +150,8 @@ def parse_spec(text: str, *, file: str = "<spec>", overrides: list[str] | tuple 
     except TypeError as exc:  # non-string keys
         raise SpecError(f"invalid keys: {exc}", file=file) from None
     spec = spec.model_copy(update={"source": file, "text_hash": hashlib.sha256(text.encode()).hexdigest()[:16]})
-    check_spec(spec, doc)
+    if checks:
+        check_spec(spec, doc)
     return spec
 
 

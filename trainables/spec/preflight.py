@@ -71,6 +71,10 @@ def _image_folder(spec: Spec, say: Callable[[str], None]) -> Spec:
 
     d = spec.dataset
     classes, samples, test = _scan(*_folder_layout(d))
+    if d.exclude:  # already left out (an earlier run's skip_bad_images): not looked at again
+        left_out = {str(Path(d.root) / f) for f in d.exclude}
+        samples = [s for s in samples if s[0] not in left_out]
+        test = [s for s in test if s[0] not in left_out] if test is not None else None
     if len(classes) < 2:
         raise _error(spec, f"{d.name}: a classifier needs at least two class folders; found {classes}", "dataset.root")
     files = [p for p, _ in samples] + [p for p, _ in (test or [])]

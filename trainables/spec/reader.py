@@ -39,6 +39,8 @@ SpecLoader.add_implicit_resolver(
 def _construct_mapping(loader: SpecLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # `<<: *base`: SafeLoader merges it below, the explicit keys win
         key = loader.construct_object(key_node, deep=True)
         try:
             first = seen.get(key)
@@ -108,7 +110,8 @@ def _problem(e: yaml.YAMLError) -> str:
     if "expected a single document" in problem or "found another document" in problem:
         return "more than one YAML document (---) in one file: a spec is one document"
     if isinstance(e, yaml.constructor.ConstructorError) and "tag" in problem:
-        return f"tag not allowed: {problem.split('tag')[-1].strip()} (only plain YAML values are accepted)"
+        tag = problem.rsplit("tag", 1)[-1].strip(" '")
+        return f"tag not allowed: {tag} (only plain YAML values are accepted)"
     return problem
 
 
@@ -149,6 +152,8 @@ def read(text: str, *, file: str) -> tuple[Any, yaml.Node | None]:
     except yaml.YAMLError as e:
         line, column = _where(e, text)
         raise SpecError(f"invalid YAML: {_problem(e)}", file=file, line=line, column=column) from None
+    except (ValueError, OverflowError) as e:  # a scalar YAML resolves but Python cannot hold (a 5,000-digit int)
+        raise SpecError(f"a value YAML cannot turn into a number here: {short(str(e), 120)}", file=file) from None
     except RecursionError:
         raise SpecError(f"nested too deeply (at most {MAX_DEPTH} levels)", file=file) from None
     return data, node

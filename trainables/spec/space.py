@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
 
-from trainables.errors import short
+from trainables.errors import did_you_mean, short
 
 DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "quniform", "int")
 BOUND = 2**53  # beyond this floats skip integers and samplers' int64 arithmetic overflows
@@ -70,6 +70,8 @@ class Uniform(Param):
             if self.q <= 0:
                 raise ValueError(f"q must be > 0, got {self.q}")
             for b in (self.low, self.high):
+                if not math.isfinite(b / self.q) or abs(b) / self.q > 2**53:
+                    raise ValueError(f"q={self.q} is too small for bounds [{self.low}, {self.high}]")
                 if abs(b / self.q - round(b / self.q)) > 1e-9:
                     raise ValueError(f"bounds must be multiples of q={self.q}, got {b}")
 
@@ -118,13 +120,8 @@ def parse_param(raw: Any) -> Param:
     keys = [k for k in raw if k in DISTRIBUTIONS]
     unknown = [k for k in raw if k not in DISTRIBUTIONS]
     if unknown or len(keys) != 1:
-        import difflib
-
         bad = unknown[0] if unknown else None
-        hint = ""
-        if bad is not None:
-            close = difflib.get_close_matches(str(bad), DISTRIBUTIONS + ("when", "step", "log"), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(bad, DISTRIBUTIONS + ("when", "step", "log")) if bad is not None else ""
         raise ParamError(
             f"expected exactly one of {', '.join(DISTRIBUTIONS)} (plus optional `when`), "
             f"got {short(sorted(map(str, raw))) if raw else 'nothing'}{hint}",
@@ -150,7 +147,7 @@ def parse_param(raw: Any) -> Param:
         return Int(nums[0], nums[1], step=1 if step is None else _int(step, "step"), log=bool(log), when=when)
     except ParamError:
         raise
-    except ValueError as e:
+    except (ValueError, OverflowError) as e:  # OverflowError: bounds over a vanishing q
         raise ParamError(str(e), kind) from None
 
 
@@ -185,6 +182,8 @@ def _parse_when(raw: Any) -> tuple[tuple[str, tuple], ...]:
         return ()
     if not isinstance(raw, dict) or not raw:
         raise ParamError("`when` expects a mapping {parameter: value or [values]}", "when")
+    if any(isinstance(v, list) and not v for v in raw.values()):
+        raise ParamError("`when` waits for at least one value: an empty list never holds", "when")
     return tuple((str(k), tuple(v) if isinstance(v, list) else (v,)) for k, v in raw.items())
 
 

@@ -94,9 +94,10 @@ class Trials:
 
     def trial_started(self, trial_id: str, config: Mapping[str, Any]) -> None:
         child = self.child(trial_id)
-        child.opened, child.node_tagged = True, False
+        # closed_as is the driver's to set: reset here, not on the sender thread, which may run late
+        child.opened, child.node_tagged, child.closed_as = True, False, None
         child.constant_lr = config.get("lr_schedule", "none") == "none"
-        params = {k: v for k, v in config.items() if v is not None}
+        params = dict(config)  # the callback passed clean_config's: no absent conditionals
         self._submit(f"the run of trial {trial_id}", lambda: self._open(child, params, running=True))
 
     def trial_result(self, trial_id: str, config: Mapping[str, Any], result: Mapping[str, Any]) -> None:
@@ -214,6 +215,8 @@ class Trials:
 
         c = self.client
         if child.run_id is None:
+            # Looked up even when `known` lacks it: a create_run that reached a server which then went
+            # away is retried here, and must find its run rather than make a second one.
             run_id = (self.known.get(child.trial_id)
                       or find_children(c, self.experiment_id, self.parent_id, child.trial_id).get(child.trial_id))
             if run_id is None:
@@ -234,7 +237,6 @@ class Trials:
         if running:
             c.update_run(child.run_id, status="RUNNING")
             c.log_batch(child.run_id, tags=[RunTag("status", "running")])
-            child.closed_as = None
         if params and not child.params_logged:
             c.log_batch(child.run_id, params=[Param(k, param_value(v)[:6000]) for k, v in params.items()])
             child.params_logged = True

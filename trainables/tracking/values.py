@@ -7,16 +7,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from trainables.errors import redact
-
-# What Ray adds to every result: bookkeeping of the run, not measurements of the model.
-RAY_KEYS = frozenset({
-    "training_iteration", "epoch", "time_this_iter_s", "time_total_s", "time_since_restore",
-    "iterations_since_restore", "timesteps_since_restore", "timesteps_total", "timesteps_this_iter",
-    "episodes_total", "episodes_this_iter", "timestamp", "date", "pid", "hostname", "node_ip",
-    "trial_id", "experiment_id", "experiment_tag", "config", "done", "should_checkpoint",
-    "checkpoint_dir_name", "warmup_time", "__duplicate__", "__trial_info__", "_metric", "diverged",
-    "gpu_id",  # the classifier's GPU (Ray's id on the node): a tag of the child run, not a metric
-})
+from trainables.results.read import RAY_KEYS
 
 
 def metrics_of(result: Mapping[str, Any]) -> dict[str, float]:

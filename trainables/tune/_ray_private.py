@@ -88,7 +88,7 @@ def fail_orphan_trials(searcher) -> int:
     (asked for after the last snapshot) marked FAIL; how many."""
     import optuna
 
-    study = searcher._ot_study
+    study = optuna_study(searcher)
     if study is None:
         return 0
     mine = {t._trial_id for t in searcher._ot_trials.values()}

@@ -4,55 +4,39 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Any, Callable
 
 from ray.tune import Callback
 from ray.tune.stopper import Stopper
 
 from trainables.core.trial import clean_config
 from trainables.errors import SpecError
-from trainables.results.read import trial_status
+from trainables.results.read import RAY_KEYS, trial_status
 from trainables.spec.schema import Spec
 from trainables.tune import _ray_private
 
+
+def _inert() -> Callback:
+    """What our callbacks become when Tune unpickles tuner.pkl on --resume: nothing. run.py attaches
+    this run's own (live stream, live tracker, fresh clocks) to the restored Tuner instead."""
+    return Callback()
+
+
+class DriverCallback(Callback):
+    """A callback of this driver only: pickled into tuner.pkl as an inert one (it holds streams, a
+    tracker, clocks; the spec may hold a password)."""
+
+    def __reduce__(self):
+        return (_inert, ())
+
+
 # ---- MLflow: trial events -> the sweep's tracker ---------------------------------------------
 
-class _Idle:
-    """The tracker of a callback restored where no sweep of its path runs: it does nothing."""
-
-    path = ""
-
-    def guard(self, hook: str, fn: Callable[[], None]) -> None:
-        pass
-
-
-_LIVE: dict[str, Any] = {}  # sweep path -> the tracker of the sweep running in this process
-
-
-def _live_callback(sweep_path: str) -> "TrackerCallback":
-    """What a callback pickled into tuner.pkl becomes when the sweep is restored: one calling the
-    live tracker of that sweep in this process, or one that does nothing."""
-    return TrackerCallback(_LIVE.get(sweep_path, _Idle()))
-
-
-class TrackerCallback(Callback):
+class TrackerCallback(DriverCallback):
     """Driver-side: trial events -> the tracker (tracking.Tracker, or its null object). Every hook
     runs through tracker.guard, so a tracking fault never raises into Ray."""
 
     def __init__(self, tracker):
         self.tracker = tracker
-
-    def __reduce__(self):
-        return (_live_callback, (self.tracker.path,))
-
-    def register(self) -> "TrackerCallback":
-        """Make this the callback that a restored tuner.pkl of this sweep resolves to."""
-        _LIVE[self.tracker.path] = self.tracker
-        return self
-
-    def unregister(self) -> None:
-        if _LIVE.get(self.tracker.path) is self.tracker:
-            del _LIVE[self.tracker.path]
 
     def on_trial_start(self, iteration, trials, trial, **info):
         t = self.tracker
@@ -79,14 +63,12 @@ class TrackerCallback(Callback):
 
 # ---- --resume: trials whose saved checkpoint Ray already deleted -----------------------------
 
-class MendCheckpoints(Callback):
+class MendCheckpoints(DriverCallback):
     """Mends every restored trial once, before the first is started (see _ray_private.mend_trial)."""
 
     def __init__(self, stream=None):
         self.stream, self.done = stream, False
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "stream": None}
 
     def on_step_begin(self, iteration, trials, **info):
         if self.done:
@@ -115,36 +97,27 @@ class MetricCheck(Stopper):
     def __call__(self, trial_id: str, result: dict) -> bool:
         if self.metric in result:
             return False
-        self.missing = sorted(k for k in result if k not in _TUNE_KEYS)
+        self.missing = sorted(k for k in result if k not in RAY_KEYS)
         return True
 
     def stop_all(self) -> bool:
         return self.missing is not None
 
 
-# What Tune adds to every result (not what the trainable reported).
-_TUNE_KEYS = frozenset({
-    "training_iteration", "time_this_iter_s", "time_total_s", "time_since_restore", "iterations_since_restore",
-    "timesteps_since_restore", "timestamp", "date", "pid", "hostname", "node_ip", "trial_id", "experiment_id",
-    "experiment_tag", "config", "done", "should_checkpoint", "checkpoint_dir_name", "warmup_time",
-    "timesteps_total", "episodes_total", "timesteps_this_iter", "episodes_this_iter",
-})
 
 
 # ---- a cluster that has not got the resources (yet) ------------------------------------------
 
-class WaitingForResources(Callback):
+class WaitingForResources(DriverCallback):
     """While trials wait and none runs (an autoscaler adding nodes, or nodes busy), a line every
     `every` seconds instead of silence; after $TRAINABLES_RESOURCE_TIMEOUT seconds (default 3600,
     0: wait forever) the sweep ends with a clear error."""
 
     def __init__(self, spec: Spec, stream=None, every: float = 60.0):
         self.cpu, self.gpu, self.every = spec.resources.cpu, spec.resources.gpu, every
-        self.timeout = float(os.environ.get("TRAINABLES_RESOURCE_TIMEOUT", 3600))
+        self.timeout = float(os.environ.get("TRAINABLES_RESOURCE_TIMEOUT", 3600))  # read on each run
         self.stream, self.since, self.said = stream, None, 0.0
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "stream": None, "since": None}
 
     def on_step_end(self, iteration, trials, **info):
         pending = sum(t.status == "PENDING" for t in trials)
@@ -158,8 +131,8 @@ class WaitingForResources(Callback):
         waited = now - self.since
         if self.timeout and waited > self.timeout:
             raise SpecError(f"no trial could start for {waited:.0f}s: none of the cluster's nodes has {self.cpu:g} "
-                            f"CPU and {self.gpu:g} GPU free (TRAINABLES_RESOURCE_TIMEOUT={self.timeout:g}); the "
-                            f"sweep's state is saved: add nodes or lower resources:, then --resume",
+                            f"CPU and {self.gpu:g} GPU free (TRAINABLES_RESOURCE_TIMEOUT={self.timeout:g}); add "
+                            f"nodes, then --resume (for smaller resources, start a new sweep)",
                             path="resources")
         if now - self.said >= self.every:
             self.said = now

@@ -42,9 +42,11 @@ class Interrupts:
         self._tuning = False
         self.started = False  # whether the sweep's trials ever started (else nothing was saved)
         self._old: dict[int, object] = {}
+        self._env: str | None = None
 
     def __enter__(self) -> "Interrupts":
         # Tune would put its own SIGINT handler in place of ours for the length of fit().
+        self._env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
         os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
         self.install()
         return self
@@ -59,6 +61,10 @@ class Interrupts:
                 self._old.setdefault(s, old)
 
     def __exit__(self, *exc) -> None:
+        if self._env is None:
+            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+        else:
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = self._env
         if threading.current_thread() is threading.main_thread():
             for s, old in self._old.items():
                 signal.signal(s, old if old is not None else signal.SIG_DFL)
@@ -80,7 +86,10 @@ class Interrupts:
     def _handle(self, signum: int, frame) -> None:
         first = self.signum is None
         self.signum = self.signum or signum
-        if first and self._tuning and hasattr(signal, "SIGUSR1"):
+        # Tune installs its SIGUSR1 handler only once fit() has set up; before that SIGUSR1 would kill us.
+        tune_listens = hasattr(signal, "SIGUSR1") and signal.getsignal(signal.SIGUSR1) not in (
+            signal.SIG_DFL, signal.SIG_IGN, None)
+        if first and self._tuning and tune_listens:
             print(f"\n{signal.Signals(signum).name}: stopping the trials and saving the sweep's state "
                   f"(send it again to stop at once)", file=self.stream or sys.stdout, flush=True)
             os.kill(os.getpid(), signal.SIGUSR1)  # Tune's graceful stop

@@ -11,7 +11,6 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from ray.tune import Callback
 
@@ -44,19 +43,17 @@ class Progress(Callback):
 
     def __init__(self, spec: Spec, stream=None, *, every: float | None = None, live: bool | None = None):
         self.metric, self.mode, self.epochs = spec.metric, spec.mode, spec.epochs
-        self.num_samples, self.concurrent = spec.num_samples, spec.search.max_concurrent
+        self.num_samples = spec.num_samples
         self.stream, self.start = stream or sys.stdout, time.time()
         self.every = float(os.environ.get(EVERY_ENV, 30)) if every is None else every
         self.live_wanted = live
-        self.state, self.said, self._live = _State(), time.monotonic(), None
+        self.state, self.said, self._live, self._drawn = _State(), time.monotonic(), None, 0.0
 
-    def __getstate__(self) -> dict[str, Any]:
-        # A stream (a StringIO, a test runner's capture) and a rich Live do not pickle; a restored
-        # sweep prints to its own stdout.
-        return {**self.__dict__, "stream": None, "_live": None}
+    def __reduce__(self):
+        # Pickled into tuner.pkl as an inert callback: on --resume run.py attaches this run's own.
+        from trainables.tune.callbacks import _inert
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state, stream=state.get("stream") or sys.stdout, _live=None)
+        return (_inert, ())
 
     # -- Tune's events --
 
@@ -80,10 +77,17 @@ class Progress(Callback):
         self._ended(trial, trials, error=True)
 
     def on_step_end(self, iteration, trials, **info):
-        self._refresh()
+        # Tune steps many times a second: redraw (the ETA, the elapsed time) at the live view's own pace.
+        if time.monotonic() - self._drawn >= 0.5:
+            self._refresh()
 
     def on_experiment_end(self, trials, **info):
         self.close()
+
+    def lines(self) -> "_Lines":
+        """A stream for other writers (the tracker's sender thread, the waiting line): each line
+        goes above the live table instead of through it."""
+        return _Lines(self)
 
     def close(self) -> None:
         """Take the live view down (also when the sweep ends by an exception or a signal)."""
@@ -151,6 +155,7 @@ class Progress(Callback):
         return bool(getattr(self.stream, "isatty", lambda: False)())
 
     def _refresh(self) -> None:
+        self._drawn = time.monotonic()
         if self._tty():
             if self._live is None:
                 from rich.console import Console
@@ -169,6 +174,23 @@ class Progress(Callback):
             self._live.console.print(line, highlight=False, soft_wrap=True)  # above the live table: stays
         else:
             print(line, file=self.stream, flush=True)
+
+
+class _Lines:
+    """A text stream whose complete lines Progress prints (see Progress.lines)."""
+
+    def __init__(self, progress: Progress):
+        self.progress, self.pending = progress, ""
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        *done, self.pending = self.pending.split("\n")
+        for line in done:
+            self.progress._print(line)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
 
 
 def _duration(seconds: float) -> str:

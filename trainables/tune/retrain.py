@@ -41,7 +41,7 @@ def _data_parallel(config: dict[str, Any], *, dataset, epochs: int, resources, m
     """The trials' Ray Train path (tune/data_parallel.py), then the test split scored here on the CPU
     from the last epoch's state."""
     from trainables.core.checkpoint import load_state
-    from trainables.core.engine import evaluate
+    from trainables.core.engine import score
     from trainables.core.trial import build
     from trainables.tune.data_parallel import fit_data_parallel
 
@@ -59,12 +59,7 @@ def _data_parallel(config: dict[str, Any], *, dataset, epochs: int, resources, m
                       performance=performance)
     model, splits, training = build(config, dataset, torch.device("cpu"))
     model.load_state_dict(last["state"]["model"])
-    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=training.label_smoothing)
-    test_loss, test_acc = evaluate(model, splits.test, loss_fn) if len(splits.test) else (float("nan"),) * 2
-    scored = splits.test if len(splits.test) else splits.val
-    x, _ = next(iter(scored.batches(1, shuffle=False, generator=None, augment=False)))
-    precision = str(history[-1].get("precision", "fp32")) if history else "fp32"
-    return Retrained(model, test_loss, test_acc, history, x.cpu(), list(splits.classes), precision), *_where()
+    return score(model, splits, training, history), *_where()
 
 
 def retrain_on_cluster(spec: Spec, config: dict[str, Any], *, sweep_path: str) -> tuple[Retrained, str, str | None]:

@@ -30,11 +30,15 @@ def gather(spec: Spec, storage: str | None) -> Warm:
     warm = Warm()
     space = spec.space
     searched = {k: p for k, p in space.items() if p.searched}
+    seen: set[str] = set()
     for name in spec.search.warm_start:
         try:
             earlier = load_sweep(name, storage)
         except SpecError as e:
             raise SpecError(f"warm_start: {e.message}", file=spec.source, path="search.warm_start") from None
+        if earlier.path in seen:  # named twice (a name and its folder): its trials count once
+            continue
+        seen.add(earlier.path)
         if earlier.spec.metric != spec.metric or earlier.spec.mode != spec.mode:
             raise SpecError(f"warm_start: sweep {earlier.spec.name!r} optimised {earlier.spec.metric} "
                             f"({earlier.spec.mode}), this one {spec.metric} ({spec.mode})", file=spec.source,
