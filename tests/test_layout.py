@@ -139,6 +139,8 @@ def test_the_ray_internals_we_use_are_where_we_look_for_them():
     assert "_run_config" in _source("ray.tune.impl.tuner_internal")
     optuna_search = _source("ray.tune.search.optuna.optuna_search")
     assert "self._ot_study" in optuna_search and "self._ot_trials" in optuna_search
+    asha = _source("ray.tune.schedulers.async_hyperband")
+    assert "self._brackets" in asha and "self._rungs" in asha and "recorded[trial.trial_id]" in asha
     manager = _source("ray.train._internal.checkpoint_manager")
     assert "_checkpoint_results" in manager and "_latest_checkpoint_result" in manager
 

@@ -95,3 +95,42 @@ def test_malformed_distributions(raw, message):
     with pytest.raises(ValueError) as exc:
         parse_param(raw)
     assert message in str(exc.value)
+
+
+@pytest.mark.parametrize("draws", [_optuna_draws, _ray_draws], ids=["optuna", "ray"])
+def test_drawn_priors_follow_their_distribution_in_both_engines(draws):
+    """normal, beta and weighted choices (W&B's priors) drawn by either engine: the shape, not just a range."""
+    import numpy as np
+
+    space = {"n": parse_param({"normal": [10, 2]}), "b": parse_param({"beta": [2, 8], "q": 0.01}),
+             "w": parse_param({"choice": ["a", "b"], "weights": [0.9, 0.1]}),
+             "c": parse_param({"lognormal": [0, 1], "q": 1, "when": {"w": "a"}})}
+    values = draws(space, n=400)
+    n = np.array([v["n"] for v in values])
+    assert abs(n.mean() - 10) < 0.4 and abs(n.std() - 2) < 0.4
+    b = np.array([v["b"] for v in values])
+    assert abs(b.mean() - 0.2) < 0.03 and all(abs(x * 100 - round(x * 100)) < 1e-6 for x in b)
+    assert 0.85 < sum(v["w"] == "a" for v in values) / len(values) < 0.95
+    assert all(isinstance(v["c"], int) and v["c"] >= 0 for v in values if v["w"] == "a")
+    assert all(v.get("c") is None for v in values if v["w"] == "b")
+
+
+def test_random_draws_of_priors_repeat_with_the_seed():
+    space = {"n": parse_param({"normal": [0, 1]})}
+    assert _ray_draws(space, n=5, seed=3) == _ray_draws(space, n=5, seed=3) != _ray_draws(space, n=5, seed=4)
+
+
+def test_a_trial_stopped_early_is_pruned_in_the_study():
+    """TPE ranks a trial ASHA stopped below every trial that trained to the end (by how far it got)."""
+    from trainables.results.read import STOPPED
+    from trainables.tune.study import StudySearch
+
+    search = StudySearch(space=DefineByRun({"x": Uniform(0.0, 1.0)}), metric="val_acc", mode="max", epochs=5)
+    for i, (step, stopped) in enumerate([(2, True), (5, True), (3, False)]):
+        search.suggest(f"t{i}")
+        search.on_trial_result(f"t{i}", {"val_acc": 0.1, "training_iteration": 1})
+        search.on_trial_complete(f"t{i}", {"val_acc": 0.5 + i, "training_iteration": step, STOPPED: stopped})
+    study = search._ot_study
+    states = [(t.state.name, t.value, t.last_step) for t in sorted(study.trials, key=lambda t: t.number)]
+    # stopped at epoch 2 of 5: pruned there; at the last epoch, or ended by itself: complete
+    assert states == [("PRUNED", 0.5, 2), ("COMPLETE", 1.5, 1), ("COMPLETE", 2.5, 1)]

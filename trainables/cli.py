@@ -63,7 +63,7 @@ def validate(spec_file, overrides, offline):
     from trainables.spec.space import describe
 
     try:
-        spec = preflight(load_spec(spec_file, overrides), say=click.echo)
+        spec = preflight(_said(load_spec(spec_file, overrides)), say=click.echo)
         if spec.tracking.enabled and not offline:
             from trainables.tracking.server import check_reachable, resolve_uri
 
@@ -72,11 +72,38 @@ def validate(spec_file, overrides, offline):
         _fail(e)
     click.echo(f"{spec_file}: valid. Sweep {spec.name!r}: {spec.num_samples} trial(s) x up to {spec.epochs} epochs, "
                f"{spec.search.algorithm} search, {spec.scheduler.name} scheduler, metric {spec.metric} ({spec.mode}).")
-    click.echo(f"dataset: {spec.dataset.name}" + (f" from {spec.dataset.root}" if spec.dataset.root else ""))
+    if spec.program is not None:
+        click.echo(f"program: {spec.program.file}, run as {' '.join(spec.program.command)}")
+    else:
+        click.echo(f"dataset: {spec.dataset.name}" + (f" from {spec.dataset.root}" if spec.dataset.root else ""))
     click.echo("parameters:")
     width = max((len(k) for k in spec.parameters), default=0)
     for name, p in spec.space.items():
         click.echo(f"  {name:<{width}}  {describe(p)}")
+
+
+def _said(spec):
+    """The spec, after saying how a W&B sweep config was read."""
+    for note in spec.notes:
+        click.echo(f"W&B sweep config: {note}")
+    return spec
+
+
+@cli.command()
+@click.argument("sweep_file", metavar="SWEEP.yaml")
+def convert(sweep_file):
+    """Print the trainables spec for a W&B sweep config (to switch for good: tune convert sweep.yaml > it.yaml).
+    `tune run` and `tune validate` also take the W&B file as it is."""
+    from trainables.spec.load import load_wandb
+    from trainables.spec.reader import dump
+
+    try:
+        translation = load_wandb(sweep_file)
+    except SpecError as e:
+        _fail(e)
+    header = [f"# translated by `tune convert {sweep_file}` from a W&B sweep config"]
+    header += [f"# {note}" for note in translation.notes]
+    click.echo("\n".join(header) + "\n" + dump(translation.spec), nl=False)
 
 
 @cli.command()
@@ -101,7 +128,7 @@ def run(spec_file, overrides, address, storage, resume, dry_run):
     from trainables.tune.warm_start import gather
 
     try:
-        spec = preflight(load_spec(spec_file, overrides), say=click.echo)
+        spec = preflight(_said(load_spec(spec_file, overrides)), say=click.echo)
         if spec.tracking.enabled and not dry_run:  # before Ray starts: a server that is down costs nothing
             check_reachable(resolve_uri(spec.tracking.uri), file=spec.source)
         path = layout.experiment_dir(spec, storage)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from trainables.spec.space import Int, Param, Uniform
+from trainables.spec.space import Drawn, Int, Param, Uniform
 
 STATUS_COLORS = {"completed": "tab:blue", "stopped early": "tab:orange", "errored": "tab:red"}
 
@@ -30,7 +30,7 @@ def fmt(x: float | None, digits: int = 4) -> str:
 
 
 def numeric(p: Param) -> bool:
-    return isinstance(p, (Uniform, Int))
+    return isinstance(p, (Uniform, Int)) or (isinstance(p, Drawn) and p.numeric)
 
 
 def log_scale(p: Param) -> bool:

@@ -19,20 +19,25 @@ RAY_KEYS = frozenset({
     "training_iteration", "epoch", "time_this_iter_s", "time_total_s", "time_since_restore",
     "iterations_since_restore", "timesteps_since_restore", "timesteps_total", "timesteps_this_iter",
     "episodes_total", "episodes_this_iter", "timestamp", "date", "pid", "hostname", "node_ip",
-    "trial_id", "experiment_id", "experiment_tag", "config", "done", "should_checkpoint",
+    "trial_id", "experiment_id", "experiment_tag", "config", "done", "should_checkpoint", "stopped_by_tune",
     "checkpoint_dir_name", "warmup_time", "__duplicate__", "__trial_info__", "_metric", "diverged",
     "gpu_id",  # the classifier's GPU (Ray's id on the node): a tag of the child run, not a metric
 })
 
 
-def trial_status(result_or_trial, epochs: int) -> str:
-    """completed (ran every epoch), stopped early (scheduler or divergence) or errored."""
+STOPPED = "stopped_by_tune"  # in a trial's last result: the scheduler or a stopper ended it (tune/callbacks.py)
+
+
+def trial_status(result_or_trial, epochs: int, *, ends_itself: bool = False) -> str:
+    """completed (ran every epoch; or, ends_itself (`trainable: program`), ended without being stopped),
+    stopped early (scheduler, stopper or divergence) or errored."""
     error = getattr(result_or_trial, "error", None)
     if error:
         return "errored"
     metrics = getattr(result_or_trial, "metrics", None) or getattr(result_or_trial, "last_result", None) or {}
     reached = _number(metrics.get("training_iteration")) or 0
-    return "completed" if reached >= epochs and not metrics.get("diverged") else "stopped early"
+    finished = reached >= epochs or (ends_itself and metrics.get("done") is True and not metrics.get(STOPPED))
+    return "completed" if finished and not metrics.get("diverged") else "stopped early"
 
 
 def _number(v: Any) -> float | None:
@@ -110,7 +115,7 @@ def load_sweep(name_or_path: str, storage: str | None = None) -> Sweep:
         raise SpecError(f"cannot read the sweep at {path}: {e}") from None
     sweep = Sweep(spec=spec, path=path)
     for t in trials:
-        status = "errored" if t.errored else trial_status(t, spec.epochs)
+        status = "errored" if t.errored else trial_status(t, spec.epochs, ends_itself=spec.trainable == "program")
         sweep.trials.append(TrialRecord(trial_id=t.trial_id, status=status, config=clean_config(t.config),
                                         last=t.last_result, history=t.history(), error=t.error_file,
                                         trainable_layers=t.trainable_layers()))

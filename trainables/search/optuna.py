@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
-from trainables.spec.space import Choice, Fixed, Int, Param, Uniform, can_be, ordered
+from trainables.spec.space import Choice, Drawn, Fixed, Int, Param, Uniform, can_be, ordered
 
 
 def label(v: Any) -> Any:
@@ -28,6 +28,8 @@ def distribution(p: Param):
         return IntDistribution(p.low, p.high, log=p.log, step=p.step)
     if isinstance(p, Uniform):
         return FloatDistribution(p.low, p.high, log=p.log, step=p.q)
+    if isinstance(p, Drawn):  # the probability whose value the trial sees (Drawn.ppf): the prior's shape kept
+        return FloatDistribution(0.0, 1.0)
     raise TypeError(f"{type(p).__name__} has no distribution")
 
 
@@ -37,6 +39,8 @@ def suggest(trial, name: str, p: Param) -> Any:
 
     if isinstance(p, Fixed):
         return p.value
+    if isinstance(p, Drawn):
+        return p.ppf(trial.suggest_float(name, 0.0, 1.0))
     d = distribution(p)
     if isinstance(d, CategoricalDistribution):
         labels = list(d.choices)
@@ -66,7 +70,11 @@ class DefineByRun:
 
 def encode_point(space: Mapping[str, Param], point: Mapping[str, Any]) -> dict[str, Any]:
     """A `points_to_evaluate` entry as Optuna will see it (categorical values as labels)."""
-    return {k: (label(v) if isinstance(space.get(k), Choice) else v) for k, v in point.items() if space[k].searched}
+    return {k: _encode(space[k], v) for k, v in point.items() if space[k].searched}
+
+
+def _encode(p: Param, v: Any) -> Any:
+    return label(v) if isinstance(p, Choice) else p.cdf(v) if isinstance(p, Drawn) else v
 
 
 def encode_trial(space: Mapping[str, Param], config: Mapping[str, Any]) -> dict[str, Any]:
@@ -76,5 +84,5 @@ def encode_trial(space: Mapping[str, Param], config: Mapping[str, Any]) -> dict[
     out = {}
     for k, p in space.items():
         if p.searched and k in config and can_be(p, config[k]):
-            out[k] = label(config[k]) if isinstance(p, Choice) else config[k]
+            out[k] = _encode(p, config[k])
     return out

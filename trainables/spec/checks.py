@@ -17,9 +17,14 @@ from trainables.spec.space import Choice, Fixed, Param, ParamError, can_be, chec
 
 def check_spec(spec: Spec, doc) -> None:
     """Every check, in order; the first failure raises doc.error(...)."""
+    if spec.scheduler.milestones is not None and spec.scheduler.name != "asha":
+        raise doc.error("milestones go only with the asha scheduler", ("scheduler", "milestones"))
+    if (spec.trainable == "program") != (spec.program is not None):
+        raise doc.error("`trainable: program` and a `program:` section go together",
+                        ("program",) if spec.program is not None else ("trainable",))
     if spec.trainable == "classifier":
         _check_models(spec, spec.space, doc)
-    else:
+    elif spec.trainable != "program":
         _check_trainable_import(spec, doc)
     try:
         check_when(spec.space)

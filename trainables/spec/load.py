@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel, ValidationError
 
 from trainables.errors import SpecError, did_you_mean, short
-from trainables.spec import reader
+from trainables.spec import reader, wandb
 from trainables.spec.checks import check_spec
 from trainables.spec.schema import Spec
 from trainables.spec.space import ParamError, Space
@@ -109,9 +109,7 @@ def _pydantic_error(doc: YamlDoc, exc: ValidationError, model: type[BaseModel] =
     return first
 
 
-def load_spec(path: str | os.PathLike, overrides: list[str] | tuple = (), *, checks: bool = True) -> Spec:
-    """Read, override and validate a spec file. checks=False: the schema only, for a spec saved in a
-    sweep folder (read as data: its custom trainable is not imported, its dataset not looked for)."""
+def _read(path: str | os.PathLike) -> str:
     file = str(path)
     p = Path(path)
     if not p.is_file():
@@ -123,7 +121,26 @@ def load_spec(path: str | os.PathLike, overrides: list[str] | tuple = (), *, che
         data = p.read_bytes()
     except OSError as e:
         raise SpecError(f"cannot read: {e.strerror or e}", file=file) from None
-    text = reader.decode(data, file=file)
+    return reader.decode(data, file=file)
+
+
+def load_wandb(path: str | os.PathLike) -> wandb.Translation:
+    """A W&B sweep config file translated (for `tune convert`); SpecError if it is none, or cannot be."""
+    file = str(path)
+    doc = YamlDoc(file, _read(path))
+    if not wandb.is_wandb(doc.data):
+        raise SpecError("not a W&B sweep config (it has no method, metric mapping, early_terminate or run_cap)",
+                        file=file)
+    translation = wandb.translate(doc.data, doc, default_name=Path(file).stem)
+    parse_spec(reader.dump(translation.spec), file=file)  # what `tune run` of the output would say
+    return translation
+
+
+def load_spec(path: str | os.PathLike, overrides: list[str] | tuple = (), *, checks: bool = True) -> Spec:
+    """Read, override and validate a spec file. checks=False: the schema only, for a spec saved in a
+    sweep folder (read as data: its custom trainable is not imported, its dataset not looked for)."""
+    file = str(path)
+    text = _read(path)
     return parse_spec(text, file=file, overrides=overrides, checks=checks)
 
 
@@ -135,6 +152,10 @@ def parse_spec(text: str, *, file: str = "<spec>", overrides: list[str] | tuple 
     if not isinstance(data, dict):
         raise SpecError(f"expected a mapping of keys (name, dataset, parameters, ...), got {type(data).__name__}",
                         file=file, line=1)
+    notes: tuple[str, ...] = ()
+    if wandb.is_wandb(data):  # a W&B sweep config: translated, then overridden like any spec
+        translation = wandb.translate(data, doc, default_name=Path(file).stem)
+        data, notes = translation.spec, tuple(translation.notes)
     data = apply_overrides(data, list(overrides), file=file)
     raw = data.get("parameters", {})
     if not isinstance(raw, dict):
@@ -149,7 +170,8 @@ def parse_spec(text: str, *, file: str = "<spec>", overrides: list[str] | tuple 
         raise _pydantic_error(doc, exc) from None
     except TypeError as exc:  # non-string keys
         raise SpecError(f"invalid keys: {exc}", file=file) from None
-    spec = spec.model_copy(update={"source": file, "text_hash": hashlib.sha256(text.encode()).hexdigest()[:16]})
+    spec = spec.model_copy(update={"source": file, "text_hash": hashlib.sha256(text.encode()).hexdigest()[:16],
+                                   "notes": notes})
     if checks:
         check_spec(spec, doc)
     return spec

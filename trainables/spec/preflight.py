@@ -21,12 +21,22 @@ SHOWN = 5  # bad files named in a message; the rest counted
 def preflight(spec: Spec, *, say: Callable[[str], None] = print) -> Spec:
     """The spec, checked against the files and code it names; with skip_bad_images, the dataset's
     unreadable images are listed in dataset.exclude (said, with their count)."""
+    if spec.trainable == "program":  # the program reads its own data
+        _program(spec)
+        return spec
     spec = _dataset(spec, say)
     if spec.trainable == "classifier":
         _weights(spec)
     else:
         _trainable(spec)
     return spec
+
+
+def _program(spec: Spec) -> None:
+    """The script each trial runs exists (relative to where `tune run` starts, as W&B's agent reads it)."""
+    file = spec.program.file
+    if "${program}" in spec.program.command and not Path(file).is_file():
+        raise _error(spec, f"no such file {short(file)} (from {Path.cwd()})", "program.file")
 
 
 def _error(spec: Spec, message: str, path: str) -> SpecError:

@@ -183,3 +183,8 @@ def value(text: str, *, what: str) -> Any:
     """One `-o` value: YAML with the same rules as a spec file."""
     data, _ = read(text, file=what)
     return data
+
+
+def dump(data: Any) -> str:
+    """YAML as a person writes it: keys in order, short lists inline."""
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=110, allow_unicode=True)

@@ -1,9 +1,10 @@
 """The spec's schema: one pydantic model per section (extra keys forbidden), parameters parsed once."""
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, field_validator, model_validator
 
 from trainables.core.data import DatasetConfig
 from trainables.spec.space import Choice, Space, grid_size
@@ -40,6 +41,16 @@ class SchedulerConfig(_Section):
     perturbation_interval: int = Field(default=2, ge=1, le=1_000_000)  # pbt: epochs between exploit/explore
     quantile_fraction: float = Field(default=0.25, gt=0.0, le=0.5)  # pbt
     mutations: list[str] | None = None  # pbt: searched parameters to perturb (default: all of them)
+    # asha: the epochs at which trials are compared (W&B hyperband's bands), instead of grace_period x
+    # reduction_factor^k; the top 1/reduction_factor at each goes on
+    milestones: list[int] | None = Field(default=None, min_length=1, max_length=100)
+
+    @field_validator("milestones")
+    @classmethod
+    def _increasing(cls, m: list[int] | None) -> list[int] | None:
+        if m is not None and (any(x < 1 for x in m) or any(b <= a for a, b in zip(m, m[1:], strict=False))):
+            raise ValueError("milestones must be increasing epochs >= 1")
+        return m
 
 
 class ResourcesConfig(_Section):
@@ -86,6 +97,32 @@ class PerformanceConfig(_Section):
         return self.model_dump(exclude={"reuse_actors"})
 
 
+WANDB_COMMAND = ("${env}", "${interpreter}", "${program}", "${args}")  # W&B's default
+MACROS = ("${env}", "${interpreter}", "${program}", "${args}", "${args_no_hyphens}", "${args_no_equals}",
+          "${args_no_boolean_flags}", "${args_json}", "${args_json_file}", "${args_append_hydra}",
+          "${args_override_hydra}")  # W&B's agent's, expanded by tune/program.py
+ENVVAR = re.compile(r"\$\{envvar:([A-Z_][A-Z0-9_]*)\}")  # anywhere in an element
+
+
+class ProgramConfig(_Section):
+    """`trainable: program`: each trial runs a training script (a W&B sweep's `program`), which reports
+    through `wandb.log` to a stand-in for wandb (tune/program.py)."""
+
+    file: str = Field(min_length=1, max_length=4096)  # W&B's `program`, relative to where `tune run` starts
+    command: list[str] = Field(default=list(WANDB_COMMAND), min_length=1, max_length=1000)  # W&B's macros
+    # W&B's nested `parameters:` blocks, by dotted path: `opt.lr` reaches the program as config["opt"]["lr"]
+    nested: list[str] = Field(default=[], max_length=10_000)
+
+    @field_validator("command")
+    @classmethod
+    def _macros(cls, command: list[str]) -> list[str]:
+        unknown = [c for c in command if re.fullmatch(r"\$\{[^}]*\}", c) and c not in MACROS
+                   and not ENVVAR.fullmatch(c)]
+        if unknown:  # W&B's agent would drop them without a word
+            raise ValueError(f"unknown macro {unknown[0]}; the macros are {', '.join(MACROS)} and ${{envvar:NAME}}")
+        return command
+
+
 class FinalConfig(_Section):
     retrain_best: bool = False  # retrain the best config for `epochs`, then score the test split
     report: bool = True  # write reports/<name>/ at the end of `tune run`
@@ -108,7 +145,8 @@ class Spec(_Section):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100)
     description: str = ""
-    trainable: str = "classifier"  # or "package.module:function", a Ray Tune function trainable
+    trainable: str = "classifier"  # or "package.module:function" (a Ray Tune function trainable), or "program"
+    program: ProgramConfig | None = None  # with trainable: program
     dataset: DatasetConfig = DatasetConfig()
     metric: str = "val_acc"
     mode: Literal["max", "min"] = "max"
@@ -125,6 +163,7 @@ class Spec(_Section):
     # Filled by load_spec, not by the user.
     source: str | None = Field(default=None, exclude=True)
     text_hash: str | None = Field(default=None, exclude=True)
+    notes: tuple[str, ...] = Field(default=(), exclude=True)  # how a W&B sweep config was read (spec/wandb.py)
 
     @property
     def num_samples(self) -> int:

@@ -1,110 +1,20 @@
-"""The search space as value objects: Fixed, Choice, Uniform, Int, with `when` conditions; parsed once.
+"""The search space: parameters parsed once from YAML (spec/params.py's value objects), ordered by
+their `when` conditions, checked, counted and listed for grids.
 
-Every range is inclusive at both ends for the user (`int: [1, 4]` may give 4), whichever
-engine samples it: search/optuna.py and tune/space.py convert these objects, nothing else
-reads the YAML of a parameter.
+search/optuna.py and tune/space.py convert the value objects, nothing else reads the YAML of a parameter.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
 
 from trainables.errors import did_you_mean, short
+from trainables.spec.params import BOUND, Choice, Drawn, Fixed, Int, Param, Uniform
 
-DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "quniform", "int")
-BOUND = 2**53  # beyond this floats skip integers and samplers' int64 arithmetic overflows
-
-
-@dataclass(frozen=True)
-class Param:
-    """A parameter of the sweep: fixed, or drawn from a distribution; maybe conditional."""
-
-    when: tuple[tuple[str, tuple], ...] = field(default=(), kw_only=True)  # ((key, allowed values), ...)
-
-    searched = True
-
-    def applies(self, config: dict[str, Any]) -> bool:
-        return all(k in config and config[k] in allowed for k, allowed in self.when)
-
-    def candidates(self) -> list[Any]:
-        """Every value (or both bounds) a trial may see: what static validation checks."""
-        raise NotImplementedError
-
-
-@dataclass(frozen=True)
-class Fixed(Param):
-    value: Any
-    searched = False
-
-    def candidates(self):
-        return [self.value]
-
-
-@dataclass(frozen=True)
-class Choice(Param):
-    values: tuple
-    grid: bool = False  # every value, as Ray's grid_search, instead of a draw
-
-    def __post_init__(self):
-        if not self.values:
-            raise ValueError("needs at least one value, got an empty list")
-
-    def candidates(self):
-        return list(self.values)
-
-
-@dataclass(frozen=True)
-class Uniform(Param):
-    low: float
-    high: float
-    log: bool = False
-    q: float | None = None  # quantised: low, low + q, ..., high
-
-    def __post_init__(self):
-        if not self.low < self.high:
-            raise ValueError(f"bounds must satisfy low < high, got [{self.low}, {self.high}]")
-        if self.log and self.low <= 0:
-            raise ValueError(f"loguniform needs low > 0, got {self.low}")
-        if self.q is not None:
-            if self.q <= 0:
-                raise ValueError(f"q must be > 0, got {self.q}")
-            for b in (self.low, self.high):
-                if not math.isfinite(b / self.q) or abs(b) / self.q > 2**53:
-                    raise ValueError(f"q={self.q} is too small for bounds [{self.low}, {self.high}]")
-                if abs(b / self.q - round(b / self.q)) > 1e-9:
-                    raise ValueError(f"bounds must be multiples of q={self.q}, got {b}")
-
-    def candidates(self):
-        return [self.low, self.high]
-
-    def grid_values(self) -> list[float]:
-        if self.q is None:
-            raise ValueError("a continuous range cannot be enumerated")
-        n = round((self.high - self.low) / self.q)
-        return [round(self.low + i * self.q, 12) for i in range(n + 1)]
-
-
-@dataclass(frozen=True)
-class Int(Param):
-    low: int
-    high: int  # inclusive
-    step: int = 1
-    log: bool = False
-
-    def __post_init__(self):
-        if self.low > self.high:
-            raise ValueError(f"bounds must satisfy low <= high, got [{self.low}, {self.high}]")
-        if self.step < 1:
-            raise ValueError(f"step must be >= 1, got {self.step}")
-        if self.log and (self.low < 1 or self.step != 1):
-            raise ValueError("log: true needs low >= 1 and no step")
-
-    def candidates(self):
-        return [self.low, self.high]
-
-    def grid_values(self) -> list[int]:
-        return list(range(self.low, self.high + 1, self.step))
+DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "quniform", "int", "normal", "lognormal", "beta")
+# keys that refine a distribution -> the distributions they go with
+MODIFIERS = {"step": ("int",), "log": ("int",), "q": ("uniform", "loguniform", "normal", "lognormal", "beta"),
+             "weights": ("choice",)}
 
 
 def parse_param(raw: Any) -> Param:
@@ -116,39 +26,64 @@ def parse_param(raw: Any) -> Param:
         return Fixed(raw)
     raw = dict(raw)
     when = _parse_when(raw.pop("when", None))
-    extra = raw.pop("step", None), raw.pop("log", None)
+    extra = {k: raw.pop(k) for k in MODIFIERS if k in raw}
     keys = [k for k in raw if k in DISTRIBUTIONS]
     unknown = [k for k in raw if k not in DISTRIBUTIONS]
     if unknown or len(keys) != 1:
         bad = unknown[0] if unknown else None
-        hint = did_you_mean(bad, DISTRIBUTIONS + ("when", "step", "log")) if bad is not None else ""
+        hint = did_you_mean(bad, DISTRIBUTIONS + ("when",) + MODIFIERS) if bad is not None else ""
         raise ParamError(
             f"expected exactly one of {', '.join(DISTRIBUTIONS)} (plus optional `when`), "
             f"got {short(sorted(map(str, raw))) if raw else 'nothing'}{hint}",
             bad,
         )
     kind = keys[0]
-    arg = raw[kind]
-    step, log = extra
-    if kind != "int" and (step is not None or log is not None):
-        raise ParamError("`step` and `log` go only with `int`", "step" if step is not None else "log")
+    for key in extra:
+        if kind not in MODIFIERS[key]:
+            raise ParamError(f"`{key}` goes only with {' or '.join(f'`{k}`' for k in MODIFIERS[key])}", key)
     try:
-        if kind in ("choice", "grid"):
-            if not isinstance(arg, list):
-                raise ValueError(f"expected a list of values, got {type(arg).__name__}")
-            return Choice(tuple(arg), grid=kind == "grid", when=when)
-        nums = _numbers(arg, 3 if kind == "quniform" else 2, integer=kind == "int")
-        if kind == "uniform":
-            return Uniform(*nums, when=when)
-        if kind == "loguniform":
-            return Uniform(*nums, log=True, when=when)
-        if kind == "quniform":
-            return Uniform(nums[0], nums[1], q=nums[2], when=when)
-        return Int(nums[0], nums[1], step=1 if step is None else _int(step, "step"), log=bool(log), when=when)
+        return _parse(kind, raw[kind], extra, when)
     except ParamError:
         raise
     except (ValueError, OverflowError) as e:  # OverflowError: bounds over a vanishing q
         raise ParamError(str(e), kind) from None
+
+
+def _parse(kind: str, arg: Any, extra: dict[str, Any], when) -> Param:
+    if kind in ("choice", "grid"):
+        if not isinstance(arg, list):
+            raise ValueError(f"expected a list of values, got {type(arg).__name__}")
+        if "weights" in extra:
+            weights = extra["weights"]
+            if not isinstance(weights, list) or any(isinstance(w, bool) or not isinstance(w, (int, float))
+                                                    for w in weights):
+                raise ParamError(f"`weights` expects a list of numbers, got {short(weights)}", "weights")
+            try:
+                return Drawn("weighted", tuple(arg), weights=tuple(float(w) for w in weights), when=when)
+            except ValueError as e:
+                raise ParamError(str(e), "weights") from None
+        return Choice(tuple(arg), grid=kind == "grid", when=when)
+    nums = _numbers(arg, 3 if kind == "quniform" else 2, integer=kind == "int")
+    if "q" in extra:
+        q = extra["q"]
+        if isinstance(q, bool) or not isinstance(q, (int, float)) or not (0 < q < BOUND):
+            raise ParamError(f"`q` expects a number > 0, got {short(q)}", "q")
+        try:
+            return Drawn(kind, tuple(nums), q=q, when=when)
+        except ValueError as e:
+            raise ParamError(str(e), kind) from None
+    if kind in ("normal", "lognormal", "beta"):
+        return Drawn(kind, tuple(nums), when=when)
+    if kind == "uniform":
+        return Uniform(*nums, when=when)
+    if kind == "loguniform":
+        return Uniform(*nums, log=True, when=when)
+    if kind == "quniform":
+        return Uniform(nums[0], nums[1], q=nums[2], when=when)
+    step, log = extra.get("step"), extra.get("log")
+    if log is not None and not isinstance(log, bool):
+        raise ParamError(f"`log` expects true or false, got {short(log)}", "log")
+    return Int(nums[0], nums[1], step=1 if step is None else _int(step, "step"), log=bool(log), when=when)
 
 
 class ParamError(ValueError):
@@ -271,6 +206,8 @@ def can_be(p: Param, v: Any) -> bool:
         return _same(p.value, v)
     if isinstance(p, Choice):
         return any(_same(c, v) for c in p.values)
+    if isinstance(p, Drawn):
+        return p.cdf(v) is not None
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return False
     if isinstance(p, Int):
@@ -292,6 +229,10 @@ def _unparse(p: Param) -> Any:
         return p.value
     if isinstance(p, Choice):
         return {"grid" if p.grid else "choice": list(p.values), **when}
+    if isinstance(p, Drawn):
+        if p.kind == "weighted":
+            return {"choice": list(p.args), "weights": list(p.weights), **when}
+        return {p.kind: list(p.args), **({"q": p.q} if p.q is not None else {}), **when}
     if isinstance(p, Uniform):
         if p.q is not None:
             return {"quniform": [p.low, p.high, p.q], **when}
@@ -306,6 +247,10 @@ def describe(p: Param) -> str:
         s = f"fixed {short(p.value)}"
     elif isinstance(p, Choice):
         s = f"{'grid' if p.grid else 'choice'} of {len(p.values)}: {short(list(p.values), 200)}"
+    elif isinstance(p, Drawn):
+        s = (f"weighted choice of {len(p.args)}: {short(list(p.args), 200)}, weights {short(list(p.weights))}"
+             if p.kind == "weighted" else f"{p.kind} {short(list(p.args))}" + (f" rounded to multiples of {p.q:g}"
+                                                                              if p.q is not None else ""))
     elif isinstance(p, Uniform):
         kind = "quniform" if p.q else "loguniform" if p.log else "uniform"
         s = f"{kind} [{p.low:g}, {p.high:g}]" + (f" step {p.q:g}" if p.q else "")
@@ -318,7 +263,7 @@ def describe(p: Param) -> str:
 
 def enumerable(p: Param) -> bool:
     """Whether every value of p can be listed (for grid search): not a continuous range."""
-    return not (isinstance(p, Uniform) and p.q is None)
+    return not (isinstance(p, Uniform) and p.q is None) and not (isinstance(p, Drawn) and p.numeric)
 
 
 def count(p: Param) -> int:
@@ -327,12 +272,16 @@ def count(p: Param) -> int:
         return 1
     if isinstance(p, Choice):
         return len(p.values)
+    if isinstance(p, Drawn):
+        return 0 if p.numeric else len(p.args)
     if isinstance(p, Int):
         return (p.high - p.low) // p.step + 1
     return round((p.high - p.low) / p.q) + 1 if p.q else 0
 
 
 def _values(p: Param) -> list[Any]:
+    if isinstance(p, Drawn):  # weighted: a grid tries every value, as W&B's grid does
+        return list(p.args)
     return [p.value] if isinstance(p, Fixed) else list(p.values) if isinstance(p, Choice) else p.grid_values()
 
 

@@ -97,3 +97,22 @@ def fail_orphan_trials(searcher) -> int:
     for t in orphans:
         study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
     return len(orphans)
+
+
+def set_milestones(scheduler, milestones: list[int]) -> None:
+    """ASHA comparing trials at exactly these epochs (W&B hyperband's bands), not grace x factor^k."""
+    for bracket in scheduler._brackets:
+        bracket._rungs = [(m, {}) for m in sorted(milestones, reverse=True)]  # ASHA keeps the last first
+
+
+def report_last(searcher, trial_id: str, value: float, step: int) -> bool:
+    """The stopping result as the intermediate value of an OptunaSearch trial (Tune tells a searcher
+    nothing of the result on which it stops a trial); False if the trial is unknown or already ended."""
+    trial = searcher._ot_trials.get(trial_id)
+    if trial is None or trial_id in searcher._completed_trials:
+        return False
+    try:
+        trial.report(value, step)
+    except Exception:  # noqa: BLE001 - NaN, or a step already there: the trial's last report stands
+        pass
+    return True

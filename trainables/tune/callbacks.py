@@ -10,7 +10,7 @@ from ray.tune.stopper import Stopper
 
 from trainables.core.trial import clean_config
 from trainables.errors import SpecError
-from trainables.results.read import RAY_KEYS, trial_status
+from trainables.results.read import RAY_KEYS, STOPPED, trial_status
 from trainables.spec.schema import Spec
 from trainables.tune import _ray_private
 
@@ -27,6 +27,17 @@ class DriverCallback(Callback):
 
     def __reduce__(self):
         return (_inert, ())
+
+
+class MarkStopped(Callback):
+    """A result that comes with done=True was stopped by the scheduler or a stopper: a trainable that
+    ends by itself sends no result (Tune marks its last one done afterwards). Said in the result (the
+    trial's last, kept in Tune's state), so a program that ended can be told from one that was stopped.
+    Stateless: pickled with the tuner, as it is, for --resume."""
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if result.get("done"):
+            result[STOPPED] = True
 
 
 # ---- MLflow: trial events -> the sweep's tracker ---------------------------------------------
@@ -48,7 +59,8 @@ class TrackerCallback(DriverCallback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         t = self.tracker
-        t.guard("on_trial_complete", lambda: t.trial_ended(trial.trial_id, trial_status(trial, t.spec.epochs)))
+        t.guard("on_trial_complete", lambda: t.trial_ended(
+            trial.trial_id, trial_status(trial, t.spec.epochs, ends_itself=t.spec.trainable == "program")))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         t = self.tracker

@@ -43,6 +43,7 @@ class Progress(Callback):
 
     def __init__(self, spec: Spec, stream=None, *, every: float | None = None, live: bool | None = None):
         self.metric, self.mode, self.epochs = spec.metric, spec.mode, spec.epochs
+        self.ends_itself = spec.trainable == "program"  # a program reports as long as it runs: no epoch count
         self.num_samples = spec.num_samples
         self.stream, self.start = stream or sys.stdout, time.time()
         self.every = float(os.environ.get(EVERY_ENV, 30)) if every is None else every
@@ -102,7 +103,7 @@ class Progress(Callback):
 
     def _ended(self, trial, trials, *, error: bool) -> None:
         self.state.running.pop(trial.trial_id, None)
-        status = "errored" if error else trial_status(trial, self.epochs)
+        status = "errored" if error else trial_status(trial, self.epochs, ends_itself=self.ends_itself)
         self.state.ended[status] = self.state.ended.get(status, 0) + 1
         r = trial.last_result or {}
         value = r.get(self.metric)
@@ -116,7 +117,7 @@ class Progress(Callback):
         """Seconds left at the pace so far, counting every trial not yet ended as running all its
         epochs (an upper bound when a scheduler stops trials early)."""
         elapsed = time.time() - self.start
-        if not self.state.epochs_done or elapsed <= 0:
+        if not self.state.epochs_done or elapsed <= 0 or self.ends_itself:
             return None
         started = sum(self.state.ended.values()) + len(self.state.running)
         left = sum(self.epochs - r.epoch for r in self.state.running.values())
@@ -130,9 +131,12 @@ class Progress(Callback):
                 f"early, {s.ended['errored']} errored of {self.num_samples}; {best}"
                 + (f"; about {_duration(eta)} left at most" if eta is not None else ""))
 
+    def _of(self, epoch: int) -> str:
+        return str(epoch) if self.ends_itself else f"{epoch}/{self.epochs}"
+
     def plain(self) -> str:
         """The periodic line where stdout is not a terminal."""
-        trials = ", ".join(f"{t} epoch {r.epoch}/{self.epochs}"
+        trials = ", ".join(f"{t} epoch {self._of(r.epoch)}"
                            + (f" {self.metric}={r.value:.4f}" if r.value is not None else "")
                            for t, r in sorted(self.state.running.items()))
         return f"[{time.time() - self.start:6.0f}s] {self.summary()}" + (f" | {trials}" if trials else "")
@@ -145,7 +149,7 @@ class Progress(Callback):
         for column in ("trial", "epoch", self.metric, "s/epoch"):
             table.add_column(column, justify="right" if column != "trial" else "left")
         for t, r in sorted(self.state.running.items()):
-            table.add_row(t, f"{r.epoch}/{self.epochs}", f"{r.value:.4f}" if r.value is not None else "-",
+            table.add_row(t, self._of(r.epoch), f"{r.value:.4f}" if r.value is not None else "-",
                           f"{r.seconds_per_epoch:.1f}" if r.seconds_per_epoch is not None else "-")
         return table
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from optuna.exceptions import UpdateFinishedTrialError
 from ray.tune.search.optuna import OptunaSearch
 
+from trainables.results.read import STOPPED
 from trainables.tune import _ray_private
 
 
@@ -11,7 +12,24 @@ class StudySearch(OptunaSearch):
     """OptunaSearch whose study lives in a file. The file is written as trials report and end, the pickled
     searcher only at Tune's snapshots: after a killed driver the study may know more than the restored
     searcher. What the study already has is kept, and what the restored searcher will never finish (a
-    trial asked for after the last snapshot) is marked failed."""
+    trial asked for after the last snapshot) is marked failed.
+
+    A trial the scheduler stopped early is told to the study as PRUNED at the epoch it reached, not as
+    COMPLETE with its early value: TPE then ranks it below every trial that trained to the end (by how
+    far it got, then its value), as Optuna's own pruners have it, instead of taking an epoch-1 value for
+    what the configuration can do."""
+
+    def __init__(self, *args, epochs: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.epochs = epochs
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        step = (result or {}).get("training_iteration")
+        value = (result or {}).get(self.metric)
+        stopped = bool(result and result.get(STOPPED)) and not error and isinstance(step, int) and step < self.epochs
+        if stopped and isinstance(value, (int, float)) and _ray_private.report_last(self, trial_id, value, step):
+            return super().on_trial_complete(trial_id, result=None)  # no value: PRUNED, at its last report
+        return super().on_trial_complete(trial_id, result=result, error=error)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         try:

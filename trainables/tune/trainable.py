@@ -80,6 +80,20 @@ def _start_state(checkpoint) -> dict[str, Any] | None:
         return load_state(d)
 
 
+def program(config: dict[str, Any], *, file: str, command: list[str], metric: str, sweep: str, home: str,
+            blocks: list[str]) -> None:
+    """A Ray Tune function trainable for `trainable: program`: the user's script, its wandb.log rows
+    reported (tune/program.py)."""
+    from ray import tune
+
+    from trainables.tune.program import run_program
+
+    ctx = tune.get_context()
+    run_program(config, file=file, command=command, metric=metric, report=tune.report,
+                workdir=ctx.get_trial_dir(), trial_id=ctx.get_trial_id(), sweep=sweep, home=home,
+                blocks=blocks)
+
+
 def data_parallel(config: dict[str, Any], *, dataset: DatasetConfig, epochs: int, resources, max_failures: int,
                   train_storage: str, performance: dict[str, Any] | None = None) -> None:
     """A Ray Tune function trainable for resources.workers > 1: one Ray Train run per trial

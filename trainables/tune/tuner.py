@@ -31,6 +31,7 @@ def _search_alg(spec: Spec, *, storage: str | None = None, warm: Warm | None = N
             points_to_evaluate=[encode_point(space, p) for p in s.points_to_evaluate] or None,
             study_name=spec.name,
             storage=study_storage(experiment_dir(spec, storage)),
+            epochs=spec.epochs,
         )
         if warm is not None and warm.trials:  # the study exists now: it was made with the space
             add_to_study(_ray_private.optuna_study(alg), spec, warm)
@@ -68,9 +69,12 @@ def _scheduler(spec: Spec, param_space: dict[str, Any]):
     c = spec.scheduler
     if c.name == "asha":
         # A grace period past the last epoch just means no early stop (e.g. with -o epochs=1).
-        return S.ASHAScheduler(time_attr="training_iteration", max_t=spec.epochs,
+        asha = S.ASHAScheduler(time_attr="training_iteration", max_t=spec.epochs,
                                grace_period=min(c.grace_period, spec.epochs),
                                reduction_factor=c.reduction_factor, brackets=c.brackets)
+        if c.milestones:  # W&B hyperband's bands, as they are
+            _ray_private.set_milestones(asha, c.milestones)
+        return asha
     if c.name == "hyperband":
         return S.HyperBandScheduler(time_attr="training_iteration", max_t=spec.epochs,
                                     reduction_factor=c.reduction_factor)
@@ -99,7 +103,12 @@ def trainable_for(spec: Spec, *, storage: str | None = None):
                                   train_storage=train_storage(experiment_dir(spec, storage)),
                                   performance=spec.performance.trial_options())
         return tune.with_resources(data_parallel_trainable(fn), {"cpu": DRIVER_CPU})
-    if spec.trainable == "classifier":
+    if spec.trainable == "program":
+        from trainables.tune.trainable import program
+
+        fn = tune.with_parameters(program, file=spec.program.file, command=spec.program.command, metric=spec.metric,
+                                  sweep=spec.name, home=os.getcwd(), blocks=spec.program.nested)
+    elif spec.trainable == "classifier":
         from trainables.tune.trainable import classifier
 
         fn = tune.with_parameters(classifier, dataset=spec.dataset, epochs=spec.epochs, threads=int(spec.resources.cpu),
@@ -133,7 +142,9 @@ def build_tuner(spec: Spec, *, storage: str | None = None, resume: bool = False,
     # A result without the metric is callbacks.MetricCheck's to report, as one clear error; Tune's own
     # check would raise from inside fit() with the whole result in the message.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-    callbacks = [JsonLoggerCallback(), *(callbacks or [])]
+    from trainables.tune.callbacks import MarkStopped
+
+    callbacks = [MarkStopped(), JsonLoggerCallback(), *(callbacks or [])]
     path = experiment_dir(spec, storage)
     trainable = trainable_for(spec, storage=storage)
     if resume:

@@ -1,0 +1,296 @@
+"""`trainable: program`: a W&B training script run unchanged per trial, its wandb calls answered by the
+stand-in; unit tests of the runner (no Ray), then whole sweeps of W&B sweep configs through `tune run`."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import write
+from trainables.tune.program import ProgramFailed, command_line, nested, run_program
+
+
+def _run(tmp_path, script: str, config: dict, *, command=None, metric="loss"):
+    (tmp_path / "train.py").write_text(textwrap.dedent(script))
+    reports: list[dict] = []
+    run_program(config, file="train.py", command=command or ["${env}", "${interpreter}", "${program}", "${args}"],
+                metric=metric, report=reports.append, workdir=str(tmp_path / "trial"), trial_id="t1", sweep="s",
+                home=str(tmp_path), blocks=["opt"])
+    return reports
+
+
+def test_the_sweep_values_win_over_the_scripts_defaults(tmp_path):
+    """W&B's order: config-defaults.yaml < init(config=...) < the sweep's values, which stay."""
+    (tmp_path / "config-defaults.yaml").write_text("wandb_version: 1\nepochs: {value: 2}\nwidth: 8\n")
+    reports = _run(tmp_path, """\
+        import wandb
+        run = wandb.init(project="p", config={"lr": 1.0, "opt": {"name": "sgd", "m": 0.9}, "width": 4})
+        wandb.config.update({"lr": 5.0, "extra": 1})   # a sweep value: kept; a new key: added
+        c = wandb.config
+        wandb.log({"loss": c.lr, "m": c["opt"]["m"], "width": c.width, "epochs": c.epochs, "extra": c.get("extra"),
+                   "is_adam": c.opt["name"] == "adam"})
+        """, {"lr": 0.5, "opt.name": "adam"})
+    assert reports == [{"loss": 0.5, "m": 0.9, "width": 4, "epochs": 2, "extra": 1, "is_adam": 1}]
+
+
+def test_each_committed_row_with_the_metric_is_one_report(tmp_path):
+    reports = _run(tmp_path, """\
+        import wandb, numpy as np
+        wandb.init()
+        for i in range(3):
+            wandb.log({"train_loss": 10 - i})            # a row without the metric: carried to the next report
+            wandb.log({"loss": np.float32(1 / (i + 1))}, commit=False)
+            wandb.log({"acc": i, "img": wandb.Image(None), "nested": {"a": i}})   # commits the row
+        wandb.log({"loss": 0.1}, step=10)
+        wandb.log({"acc": 9}, step=10)                    # same step: the same row
+        wandb.log({"loss": 5.0}, step=3)                  # an earlier step: dropped, as W&B drops it
+        wandb.finish()
+        """, {})
+    assert [r["loss"] for r in reports] == pytest.approx([1.0, 0.5, 1 / 3, 0.1])
+    assert [r["train_loss"] for r in reports] == [10, 9, 8, 8]
+    assert reports[1]["nested.a"] == 1 and "img" not in reports[1] and reports[-1]["acc"] == 9
+
+
+@pytest.mark.parametrize("macro, expect", [
+    ("${args}", ["--lr=0.1", "--flag=True", "--off=False", "--opt={'b': 2}"]),
+    ("${args_no_hyphens}", ["lr=0.1", "flag=True", "off=False", "opt={'b': 2}"]),
+    ("${args_no_equals}", ["--lr", "0.1", "--flag", "True", "--off", "False", "--opt", "{'b': 2}"]),
+    ("${args_no_boolean_flags}", ["--lr=0.1", "--flag", "--opt={'b': 2}"]),
+    ("${args_json}", ['{"lr": 0.1, "flag": true, "off": false, "opt": {"b": 2}}']),
+    ("${args_append_hydra}", ["+lr=0.1", "+flag=True", "+off=False", "+opt={'b': 2}"]),
+    ("${args_override_hydra}", ["++lr=0.1", "++flag=True", "++off=False", "++opt={'b': 2}"]),
+])
+def test_macros_expand_as_wandbs_agent_expands_them(macro, expect):
+    config = nested({"lr": 0.1, "flag": True, "off": False, "opt.b": 2}, ["opt"])
+    assert command_line([macro], program="p.py", config=config, config_file="c.json") == expect
+
+
+def test_only_wandbs_nested_blocks_nest_again():
+    assert nested({"a.b": 1, "opt.lr": 2, "opt.beta.b1": 3, "opt.beta.b2": 4}, ["opt", "opt.beta"]) == {
+        "a.b": 1, "opt": {"lr": 2, "beta": {"b1": 3, "b2": 4}}}
+
+
+def test_env_interpreter_program_and_envvar(monkeypatch):
+    monkeypatch.setenv("DATA_DIR", "/data")
+    argv = command_line(["${env}", "${interpreter}", "${program}", "--root=${envvar:DATA_DIR}", "${args_json_file}"],
+                        program="train.py", config={}, config_file="/x/c.json")
+    assert argv == ["/usr/bin/env", sys.executable, "train.py", "--root=/data", "/x/c.json"]
+
+
+def test_a_script_that_fails_is_a_failed_trial_with_its_stderr(tmp_path):
+    with pytest.raises(ProgramFailed, match=r"(?s)exited with code 3.*the end of its stderr.*out of memory"):
+        _run(tmp_path, """\
+            import sys, wandb
+            wandb.init()
+            wandb.log({"loss": 1.0})
+            print("CUDA out of memory", file=sys.stderr)
+            sys.exit(3)
+            """, {})
+    with pytest.raises(ProgramFailed, match="exit_code=2"):
+        _run(tmp_path, "import wandb\nwandb.init()\nwandb.finish(exit_code=2)\n", {})
+    with pytest.raises(ProgramFailed, match="No such file"):
+        _run(tmp_path, "", {}, command=["/no/such/interpreter", "${program}"])
+
+
+def test_other_wandb_calls_do_nothing_and_say_so_once(tmp_path, capfd):
+    _run(tmp_path, """\
+        import wandb
+        with wandb.init() as run:
+            wandb.watch(object()); wandb.watch(object())
+            run.log_artifact(wandb.Artifact("m", type="model"))
+            wandb.define_metric("loss", summary="min")
+            run.summary["best"] = 1
+            wandb.log({"loss": 1, "table": wandb.Table(columns=["a"])})
+        """, {})
+    err = capfd.readouterr().err
+    assert err.count("wandb.watch does nothing") == 1 and "run.log_artifact" in err
+
+
+def test_the_agent_pattern_runs_the_function_once(tmp_path):
+    """`wandb.agent(wandb.sweep(config), train)` inside the script: the trial is that one run."""
+    reports = _run(tmp_path, """\
+        import wandb
+        def train():
+            with wandb.init() as run:
+                wandb.log({"loss": run.config["lr"]})
+        wandb.agent(wandb.sweep({"method": "random"}), function=train, count=5)
+        """, {"lr": 0.3})
+    assert reports == [{"loss": 0.3}]
+
+
+def test_stopping_a_trial_stops_the_program_and_its_children(tmp_path):
+    """ASHA's stop reaches the trial as SystemExit inside report: the script's process group ends."""
+    pids = tmp_path / "pids"
+
+    def report(metrics):
+        raise SystemExit(0)
+
+    (tmp_path / "train.py").write_text(textwrap.dedent(f"""\
+        import os, subprocess, sys, time, wandb
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        open({str(pids)!r}, "w").write(f"{{os.getpid()}} {{child.pid}}")
+        wandb.init()
+        for i in range(100):
+            wandb.log({{"loss": i}})
+            time.sleep(0.1)
+        """))
+    t0 = time.monotonic()
+    with pytest.raises(SystemExit):
+        run_program({}, file="train.py", command=["${interpreter}", "${program}"], metric="loss", report=report,
+                    workdir=str(tmp_path / "trial"), trial_id="t", sweep="s", home=str(tmp_path))
+    assert time.monotonic() - t0 < 5
+    for pid in map(int, pids.read_text().split()):
+        for _ in range(50):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"process {pid} outlived its trial")
+
+
+def test_a_killed_trial_process_leaves_no_program(tmp_path):
+    """A Ray worker killed while its program is silent (not inside a report): the program goes with it."""
+    import signal
+    import subprocess
+
+    pids = tmp_path / "pid"
+    (tmp_path / "train.py").write_text(f"import os, time\nopen({str(pids)!r}, 'w').write(str(os.getpid()))\n"
+                                       "time.sleep(60)\n")
+    worker = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""\
+        from trainables.tune.program import run_program
+        run_program({{}}, file="train.py", command=["${{interpreter}}", "${{program}}"], metric="loss",
+                    report=print, workdir={str(tmp_path / "trial")!r}, trial_id="t", sweep="s", home={str(tmp_path)!r})
+        """)], cwd=tmp_path)
+    for _ in range(100):
+        if pids.exists() and pids.read_text():
+            break
+        time.sleep(0.1)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    pid = int(pids.read_text())
+    for _ in range(50):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    raise AssertionError("the program outlived its trial's process")
+
+
+# ---- whole sweeps ---------------------------------------------------------------------------
+
+SCRIPT = """\
+import argparse, math, wandb
+p = argparse.ArgumentParser()
+p.add_argument("--lr", type=float, default=0.01)
+p.add_argument("--epochs", type=int, default=3)
+args, _ = p.parse_known_args()
+run = wandb.init(config=vars(args))
+c = wandb.config
+for epoch in range(c.epochs):
+    loss = (math.log10(c.lr) + 2) ** 2 + 1 / (epoch + 1) + (0.5 if c.get("opt", {}).get("name") == "sgd" else 0)
+    wandb.log({"train_loss": 2 * loss})
+    wandb.log({"val_loss": loss, "epoch": epoch})
+run.finish()
+"""
+
+
+def _sweep(tmp_path, tune_in_process, config: str, *args, check=0):
+    (tmp_path / "train.py").write_text(SCRIPT)
+    out = tune_in_process("run", write(tmp_path / "sweep.yaml", config), "-o", "tracking.enabled=false",
+                          "-o", "final.report=false", *args, cwd=tmp_path, check=check)
+    from trainables.results.read import load_sweep
+
+    return out, load_sweep(str(tmp_path / "results" / _name(config)), None)
+
+
+def _name(config: str) -> str:
+    return next(line.split(":", 1)[1].strip() for line in config.splitlines() if line.startswith("name:"))
+
+
+@pytest.mark.slow
+def test_grid_over_a_script_that_reads_its_arguments(tune_in_process, tmp_path):
+    out, sweep = _sweep(tmp_path, tune_in_process, """\
+name: wb-grid
+program: train.py
+method: grid
+metric: {name: val_loss}
+parameters:
+  lr: {values: [0.001, 0.01, 0.1]}
+  epochs: {min: 2, max: 3}
+""")
+    assert "W&B sweep config: metric.goal not given: minimize" in out
+    assert sorted((t.config["lr"], t.config["epochs"]) for t in sweep.trials) == [
+        (lr, e) for lr in (0.001, 0.01, 0.1) for e in (2, 3)]
+    assert all(t.status == "completed" and t.epochs == t.config["epochs"] for t in sweep.trials)
+    assert sweep.best().config["lr"] == 0.01 and "train_loss" in sweep.best().last
+
+
+@pytest.mark.slow
+def test_random_with_hyperband_stops_the_worst_at_wandbs_bands(tune_in_process, tmp_path):
+    _, sweep = _sweep(tmp_path, tune_in_process, """\
+name: wb-hyperband
+program: train.py
+method: random
+metric: {name: val_loss, goal: minimize}
+run_cap: 6
+parameters:
+  lr: {distribution: log_uniform_values, min: 0.00001, max: 1.0}
+  epochs: {value: 9}
+  opt:
+    parameters:
+      name: {values: [adam, sgd]}
+early_terminate: {type: hyperband, min_iter: 1, eta: 3}
+""")
+    assert len(sweep.trials) == 6 and all(1e-5 <= t.config["lr"] <= 1 for t in sweep.trials)
+    assert {t.config["opt.name"] for t in sweep.trials} <= {"adam", "sgd"}
+    stopped = [t for t in sweep.trials if t.status == "stopped early"]
+    assert stopped and all(t.epochs in (1, 3) for t in stopped)  # the bands 1, 3, 9
+
+
+@pytest.mark.slow
+def test_bayes_with_a_failing_script(tune_in_process, tmp_path):
+    """bayes -> optuna over the probability of a normal; a script that fails is an errored trial."""
+    (tmp_path / "train.py").write_text(SCRIPT)
+    config = """\
+name: wb-bayes
+program: train.py
+method: bayes
+metric: {name: val_loss, goal: minimize}
+run_cap: 4
+parameters:
+  lr: {distribution: q_log_uniform_values, min: 0.0001, max: 0.1, q: 0.0001}
+  epochs: {distribution: q_normal, mu: 3, sigma: 0.5, q: 1}
+"""
+    out, sweep = _sweep(tmp_path, tune_in_process, config)
+    assert len(sweep.trials) == 4 and all(t.status == "completed" for t in sweep.trials)
+    assert all(isinstance(t.config["epochs"], int) and t.epochs == t.config["epochs"] for t in sweep.trials)
+    (tmp_path / "train.py").write_text("import sys\nprint('boom', file=sys.stderr)\nsys.exit(1)\n")
+    tune_in_process("run", write(tmp_path / "sweep.yaml", config.replace("wb-bayes", "wb-fails")),
+                          "-o", "tracking.enabled=false", "-o", "final.report=false", "-o", "search.num_samples=1",
+                          cwd=tmp_path, check=1)
+    from trainables.results.read import load_sweep
+
+    failed = load_sweep(str(tmp_path / "results" / "wb-fails"), None).trials
+    assert len(failed) == 1 and failed[0].status == "errored"
+    assert "train.py exited with code 1; the end of its stderr:\nboom" in Path(failed[0].error).read_text()
+
+
+def test_json_args_file_is_the_nested_config(tmp_path):
+    reports = _run(tmp_path, """\
+        import json, sys, wandb
+        wandb.init()
+        cfg = json.load(open(sys.argv[1]))
+        wandb.log({"loss": cfg["opt"]["lr"]})
+        """, {"opt.lr": 0.25}, command=["${interpreter}", "${program}", "${args_json_file}"])
+    assert reports == [{"loss": 0.25}]
+    saved = tmp_path / "trial" / "wandb" / "sweep-s" / "config-t1.json"
+    assert json.loads(saved.read_text()) == {"opt": {"lr": 0.25}}
