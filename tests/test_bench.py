@@ -251,3 +251,18 @@ def test_figure_3b_warm_start_runs_its_three_sweeps(ray_address, tmp_path):
     (row,) = fig.details["seeds"]
     assert row["cold_epochs_to_best"] and row["source_best_val_acc"] > 0
     assert (tmp_path / "bench-search-optuna-asha-warm-0" / "optuna.db").is_file()
+
+
+def test_figure_3c_measures_both_searches_hypervolume(ray_address, tmp_path):
+    import ray
+
+    from trainables.bench import objectives
+
+    try:
+        fig = objectives.measure(tmp_path, seeds=1, samples=2, epochs=1, limit=100)
+    finally:
+        ray.shutdown()
+    assert fig.id == "3c" and fig.target == ">= 1.0 (median)"
+    (row,) = fig.details["seeds"]
+    assert row["tpe_hypervolume"] > 0 and row["random_hypervolume"] > 0 and row["reference_params"] > 0
+    assert (tmp_path / "bench-search-optuna-fifo-mo-0" / "optuna.db").is_file()

@@ -20,7 +20,7 @@ def _run(tmp_path, script: str, config: dict, *, command=None, metric="loss"):
     reports: list[dict] = []
     run_program(config, file="train.py", command=command or ["${env}", "${interpreter}", "${program}", "${args}"],
                 metric=metric, report=reports.append, workdir=str(tmp_path / "trial"), trial_id="t1", sweep="s",
-                home=str(tmp_path), blocks=["opt"])
+                home=str(tmp_path), paths={"opt.name": ["opt", "name"], "opt.lr": ["opt", "lr"]})
     return reports
 
 
@@ -33,7 +33,7 @@ def test_the_sweep_values_win_over_the_scripts_defaults(tmp_path):
         wandb.config.update({"lr": 5.0, "extra": 1})   # a sweep value: kept; a new key: added
         c = wandb.config
         wandb.log({"loss": c.lr, "m": c["opt"]["m"], "width": c.width, "epochs": c.epochs, "extra": c.get("extra"),
-                   "is_adam": c.opt["name"] == "adam"})
+                   "is_adam": int(c.opt["name"] == "adam"), "a_bool": True})   # a bool is no metric value in W&B
         """, {"lr": 0.5, "opt.name": "adam"})
     assert reports == [{"loss": 0.5, "m": 0.9, "width": 4, "epochs": 2, "extra": 1, "is_adam": 1}]
 
@@ -66,13 +66,14 @@ def test_each_committed_row_with_the_metric_is_one_report(tmp_path):
     ("${args_override_hydra}", ["++lr=0.1", "++flag=True", "++off=False", "++opt={'b': 2}"]),
 ])
 def test_macros_expand_as_wandbs_agent_expands_them(macro, expect):
-    config = nested({"lr": 0.1, "flag": True, "off": False, "opt.b": 2}, ["opt"])
+    config = nested({"lr": 0.1, "flag": True, "off": False, "opt.b": 2}, {"opt.b": ["opt", "b"]})
     assert command_line([macro], program="p.py", config=config, config_file="c.json") == expect
 
 
-def test_only_wandbs_nested_blocks_nest_again():
-    assert nested({"a.b": 1, "opt.lr": 2, "opt.beta.b1": 3, "opt.beta.b2": 4}, ["opt", "opt.beta"]) == {
-        "a.b": 1, "opt": {"lr": 2, "beta": {"b1": 3, "b2": 4}}}
+def test_only_wandbs_nested_parameters_nest_again():
+    paths = {"opt.lr": ["opt", "lr"], "opt.beta.b1": ["opt", "beta", "b1"], "o.x.y": ["o.x", "y"]}
+    assert nested({"a.b": 1, "opt.lr": 2, "opt.beta.b1": 3, "o.x.y": 4}, paths) == {
+        "a.b": 1, "opt": {"lr": 2, "beta": {"b1": 3}}, "o.x": {"y": 4}}
 
 
 def test_env_interpreter_program_and_envvar(monkeypatch):
@@ -183,6 +184,91 @@ def test_a_killed_trial_process_leaves_no_program(tmp_path):
         time.sleep(0.1)
     os.kill(pid, signal.SIGKILL)
     raise AssertionError("the program outlived its trial's process")
+
+
+def test_rows_go_to_the_trial_whatever_the_script_opened_first(tmp_path):
+    """The channel is a named pipe: descriptors the script opened, or a launcher closed, change nothing."""
+    reports = _run(tmp_path, f"""\
+        files = [open({str(tmp_path / 'mine')!r} + str(i), "w") for i in range(8)]
+        import os, wandb
+        for fd in range(3, 64):   # as a launcher that closes every inherited descriptor
+            if fd not in [f.fileno() for f in files]:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        wandb.init()
+        wandb.log({{"loss": 1.5}})
+        """, {})
+    assert reports == [{"loss": 1.5}]
+    assert all((tmp_path / f"mine{i}").read_text() == "" for i in range(8))
+
+
+def test_the_trial_ends_with_the_script_not_with_its_children(tmp_path):
+    t0 = time.monotonic()
+    reports = _run(tmp_path, """\
+        import subprocess, sys, wandb
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])   # outlives the script
+        wandb.init()
+        wandb.log({"loss": 1.0})
+        """, {})
+    assert reports == [{"loss": 1.0}] and time.monotonic() - t0 < 10
+
+
+def test_only_finite_values_count_and_a_summary_only_metric_is_reported_once(tmp_path):
+    reports = _run(tmp_path, """\
+        import wandb
+        wandb.init()
+        wandb.log({"loss": float("nan"), "acc": 1})
+        wandb.log({"loss": True})
+        wandb.log({"acc": 2})
+        """, {})
+    assert reports == []
+    reports = _run(tmp_path, """\
+        import wandb
+        run = wandb.init()
+        run.summary["loss"] = 0.25
+        run.summary.update({"acc": 0.9})
+        wandb.log({"epoch": 3})
+        """, {})
+    assert reports == [{"epoch": 3, "loss": 0.25, "acc": 0.9}]
+
+
+def test_a_module_program_runs_with_python_dash_m(tmp_path):
+    (tmp_path / "mypkg").mkdir()
+    (tmp_path / "mypkg" / "__init__.py").write_text("")
+    (tmp_path / "mypkg" / "train.py").write_text("import wandb\nwandb.init()\nwandb.log({'loss': 2.0})\n")
+    reports: list[dict] = []
+    run_program({}, file="mypkg.train", command=["${interpreter}", "-m", "${program}"], metric="loss",
+                report=reports.append, workdir=str(tmp_path / "trial"), trial_id="t", sweep="s", home=str(tmp_path))
+    assert reports == [{"loss": 2.0}]
+
+
+def test_outside_a_trial_the_stand_in_does_nothing(tmp_path):
+    """The script run by hand with the stand-in on its path: no pipe, no error."""
+    import subprocess
+
+    from trainables.tune.program import STANDIN
+
+    out = subprocess.run([sys.executable, "-c", "import wandb\nwandb.init(config={'a': 1})\nwandb.log({'x': 1})\n"
+                          "print(wandb.config.a)"], env={**os.environ, "PYTHONPATH": STANDIN,
+                                                         "TRAINABLES_WANDB_PIPE": str(tmp_path / "nothing")},
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0 and out.stdout.strip() == "1", out.stderr
+
+
+def test_wandb_submodules_and_errors_are_there(tmp_path):
+    reports = _run(tmp_path, """\
+        import wandb, wandb.sdk
+        from wandb.integration.keras import WandbMetricsLogger
+        WandbMetricsLogger(log_freq=5)
+        wandb.init()
+        try:
+            raise wandb.errors.CommError("offline")
+        except wandb.errors.CommError:
+            wandb.log({"loss": 0.5})
+        """, {})
+    assert reports == [{"loss": 0.5}]
 
 
 # ---- whole sweeps ---------------------------------------------------------------------------

@@ -187,3 +187,55 @@ def test_convert_prints_a_spec_that_runs_the_same(tmp_path):
     a, b = load_spec(sweep), load_spec(converted)
     assert a.model_dump() == b.model_dump()
     assert run_cli("convert", converted, cwd=tmp_path, check=2).stderr.startswith("error:")
+
+
+@pytest.mark.parametrize("bad, where", [
+    ({"method": ["grid"]}, "method"),
+    ({"metric": {"name": "loss", 7: 1}}, "metric"),
+    ({"method": "grid", "parameters": {"x": {"distribution": "q_uniform", "min": 0, "max": 1, "q": 1e-320}}},
+     "parameters.x"),
+    ({"early_terminate": {"type": "hyperband", "max_iter": 27}}, "early_terminate"),  # no s: W&B refuses it
+    ({"early_terminate": {"type": "hyperband", "max_iter": 2, "s": 2}}, "early_terminate"),
+    ({"parameters": {"opt.lr": {"value": 1}, "opt": {"parameters": {"lr": {"value": 2}}}}}, "parameters.opt"),
+    ({"parameters": {"x": {"distribution": "constant"}}}, "parameters.x"),
+    ({"method": "grid", "run_cap": 2, "parameters": {"x": {"values": [1, 2, 3]}}}, "run_cap"),
+])
+def test_mistakes_are_one_clear_error(bad, where):
+    data = {"program": "train.py", "method": "random", "metric": {"name": "loss"},
+            "parameters": {"x": {"values": [1]}}, **bad}
+    import yaml
+
+    with pytest.raises(SpecError) as e:
+        parse_spec(yaml.safe_dump(data))
+    assert where in str(e.value), str(e.value)
+
+
+def test_a_grid_runs_each_combination_once_within_run_cap():
+    spec = parse_spec(_wandb({"x": {"values": [1, 2, 3]}}, method="grid", run_cap=5), checks=False)
+    assert spec.num_samples == 3
+
+
+def test_what_wandb_accepts_is_accepted():
+    nested_mixed = parse_spec(_wandb({"o": {"parameters": {"x": {"min": 1, "max": 2.5}}}}), checks=False)
+    assert nested_mixed.space["o.x"] == Uniform(1.0, 2.5)  # W&B's SDK checks mixed bounds at the top level only
+    close = _param({"values": ["a", "b"], "probabilities": [0.33333, 0.66666]})  # np.isclose(sum, 1)
+    assert close.kind == "weighted"
+    assert _param({"distribution": "q_uniform", "min": 0, "max": 0.3, "q": 0.1}, "grid") == Choice((0, 0.1, 0.2))
+
+
+def test_a_trainables_spec_with_a_stray_wandb_key_says_just_that():
+    with pytest.raises(SpecError) as e:
+        parse_spec("name: x\nmethod: random\nsearch: {num_samples: 2}\n")
+    assert "unknown key 'method'" in str(e.value) and "W&B" not in str(e.value)
+
+
+def test_overrides_reach_wandb_keys_and_ours():
+    text = _wandb({"x": {"values": [1, 2]}}, run_cap=3)
+    spec = parse_spec(text, overrides=["run_cap=5", "tracking.enabled=false", "parameters.x={values: [7]}"],
+                      checks=False)
+    assert spec.search.num_samples == 5 and not spec.tracking.enabled and spec.space["x"] == Choice((7,))
+
+
+def test_nested_parameters_keep_their_place_and_dotted_names_theirs():
+    spec = parse_spec(_wandb({"a.b": {"value": 1}, "opt": {"parameters": {"lr": {"value": 2}}}}), checks=False)
+    assert spec.program.nested == {"opt.lr": ["opt", "lr"]}  # a.b reaches the script as "a.b"

@@ -70,8 +70,11 @@ def validate(spec_file, overrides, offline):
             check_reachable(resolve_uri(spec.tracking.uri), file=spec.source)
     except SpecError as e:
         _fail(e)
-    click.echo(f"{spec_file}: valid. Sweep {spec.name!r}: {spec.num_samples} trial(s) x up to {spec.epochs} epochs, "
-               f"{spec.search.algorithm} search, {spec.scheduler.name} scheduler, metric {spec.metric} ({spec.mode}).")
+    length = "each until its program ends" if spec.program is not None else f"x up to {spec.epochs} epochs"
+    goals = ", ".join(f"{m} ({d})" for m, d in spec.objectives)
+    click.echo(f"{spec_file}: valid. Sweep {spec.name!r}: {spec.num_samples} trial(s) {length}, "
+               f"{spec.search.algorithm} search, {spec.scheduler.name} scheduler, "
+               f"{'objectives' if spec.multi else 'metric'} {goals}.")
     if spec.program is not None:
         click.echo(f"program: {spec.program.file}, run as {' '.join(spec.program.command)}")
     else:
@@ -190,8 +193,15 @@ def best(sweep, storage):
         _fail(e)
     b = s.best()
     if b is None:
-        _fail(SpecError(f"sweep {s.spec.name!r} has no trial with a {s.spec.metric} yet"))
-    click.echo(f"# best of {s.spec.name}: {s.spec.metric}={b.value(s.spec.metric):.4f} "
+        _fail(SpecError(f"sweep {s.spec.name!r} has no trial with {' and '.join(m for m, _ in s.spec.objectives)} "
+                        f"yet"))
+    if s.spec.multi:  # the Pareto set as comments, then the one final.select picks
+        click.echo(f"# Pareto-optimal trials of {s.spec.name} ({', '.join(f'{m} {d}' for m, d in s.spec.objectives)}):")
+        for t in s.pareto():
+            values = ", ".join(f"{m}={t.value(m):.6g}" for m, _ in s.spec.objectives)
+            click.echo(f"#   trial {t.trial_id}: {values}" + ("   <- best" if t is b else ""))
+    (metric, _), = (s.spec.final.select or {s.spec.metric: s.spec.mode}).items()
+    click.echo(f"# best of {s.spec.name}: {metric}={b.value(metric):.4f} "
                f"(trial {b.trial_id}, {b.epochs} epochs, {b.status})")
     click.echo(yaml.safe_dump({"parameters": b.config}, sort_keys=False, default_flow_style=None).rstrip())
 

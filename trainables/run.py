@@ -48,7 +48,7 @@ def run_sweep(spec: Spec, *, storage: str | None = None, resume: bool = False, s
         if resume:  # the restored Tuner's own callbacks were pickled inert: this run's go in
             for callback in [*callbacks, MendCheckpoints(lines)]:
                 _ray_private.attach(tuner, callback)
-        metric_check = MetricCheck(spec.metric)
+        metric_check = MetricCheck([m for m, _ in spec.objectives] or spec.metric)
         _ray_private.set_stopper(tuner, metric_check)
         if not resume:
             save_spec(spec, path)
@@ -66,8 +66,9 @@ def run_sweep(spec: Spec, *, storage: str | None = None, resume: bool = False, s
         tracker.sync(sweep, close=finished)
         interrupts.check()
         if metric_check.missing is not None:
-            raise SpecError(f"{spec.trainable} reports no {spec.metric!r} (the spec's metric); its first result had "
-                            f"{', '.join(metric_check.missing) or 'no keys'}. Report {spec.metric} with "
+            absent = metric_check.absent
+            raise SpecError(f"{spec.trainable} reports no {absent!r} (the spec's metric); its first result had "
+                            f"{', '.join(metric_check.missing) or 'no keys'}. Report {absent} with "
                             f"tune.report, or set metric: to one of those; the sweep was stopped",
                             file=spec.source, path="metric")
         final_steps(sweep, finished=finished, stream=stream, tracker=tracker)

@@ -6,6 +6,7 @@ Every ratio is measured side by side in one run on this machine; nothing is hard
         script (bench.bare) on the same trials; 2c per-trial overhead of 2 s trials (bench.sweeps)
     3   TPE + ASHA vs random + FIFO: trial-epochs to the same best val_acc (bench.search)
     3b  TPE + ASHA warm-started from a random sweep vs cold: trial-epochs to the cold sweep's best
+    3c  several objectives (val_acc, total_params): hypervolume of multi-objective TPE over random search
     4   peak memory of the driver and of each trial process, quickstart (bench.sweeps)
     5   GPU figures, where a CUDA device is present (bench.gpu: torch and torchvision only)
 One JSON line per figure on stdout; reports/bench/results.json, results.md, figures/*.png.
@@ -107,6 +108,13 @@ def run(*, out: str | os.PathLike = "reports/bench", quick: bool = False, tiny: 
                           "ratio", "<= 0.5 (median)")],
                         lambda: [search.measure_warm(folder / "warm", seeds=sizes.seeds, samples=sizes.search_trials,
                                                      epochs=sizes.search_epochs, limit=sizes.search_limit)])
+                from trainables.bench import objectives
+
+                attempt([("3c", "several objectives: hypervolume of multi-objective TPE over random search", "ratio",
+                          ">= 1.0 (median)")],
+                        lambda: [objectives.measure(folder / "objectives", seeds=sizes.seeds,
+                                                    samples=sizes.search_trials, epochs=sizes.search_epochs,
+                                                    limit=sizes.search_limit)])
             import ray
 
             if ray.is_initialized():  # figure 3's driver: its trial processes go with it

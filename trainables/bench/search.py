@@ -57,7 +57,8 @@ class Arrivals(Callback):
         _LIVE[self.name][1].set()  # Tune's global set-up is done: the other side may start
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        _LIVE[self.name][0].append((trial.trial_id, int(result["training_iteration"]), float(result["val_acc"])))
+        _LIVE[self.name][0].append((trial.trial_id, int(result["training_iteration"]), float(result["val_acc"]),
+                                    float(result.get("total_params", 0))))
 
 
 ASHA = "{name: asha, grace_period: 1, reduction_factor: 3}"
@@ -65,8 +66,9 @@ FIFO = "{name: fifo}"
 
 
 def run_search(work: Path, *, algorithm: str, scheduler: str, seed: int, samples: int, epochs: int,
-               limit: int, warm_from: str | None = None, tag: str = "") -> dict[str, Any]:
-    """One sweep through build_tuner; its results in arrival order: [(trial_id, epoch, val_acc)].
+               limit: int, warm_from: str | None = None, tag: str = "",
+               overrides: tuple[str, ...] = ()) -> dict[str, Any]:
+    """One sweep through build_tuner; its results in arrival order: [(trial_id, epoch, val_acc, total_params)].
     warm_from: an earlier sweep's name under `work`, given to the optuna search first."""
     from trainables.results.layout import experiment_dir, save_spec
     from trainables.spec.load import parse_spec
@@ -77,7 +79,7 @@ def run_search(work: Path, *, algorithm: str, scheduler: str, seed: int, samples
     name = f"bench-search-{algorithm}-{sched_name}{tag}-{seed}"
     text = SPACE.format(name=name, algorithm=algorithm, scheduler_name=sched_name, seed=seed, limit=limit,
                         epochs=epochs, samples=samples, scheduler=scheduler)
-    overrides = [f"search.warm_start=[{warm_from}]"] if warm_from else []
+    overrides = [*overrides, *([f"search.warm_start=[{warm_from}]"] if warm_from else [])]
     spec = parse_spec(text, file=f"<{name}>", overrides=overrides)
     arrived: list[tuple[str, int, float]] = []
     started = threading.Event()
@@ -101,19 +103,19 @@ def run_search(work: Path, *, algorithm: str, scheduler: str, seed: int, samples
 
 def epochs_to_reach(results: list[tuple[str, int, float]], bar: float) -> int | None:
     """Trial-epochs spent (in arrival order) until a result reached `bar`; None if none did."""
-    for i, (_, _, acc) in enumerate(results, 1):
-        if acc >= bar - 1e-12:
+    for i, r in enumerate(results, 1):
+        if r[2] >= bar - 1e-12:
             return i
     return None
 
 
 def compare(random_results, tpe_results) -> dict[str, Any]:
-    bar = max(acc for _, _, acc in random_results)
+    bar = max(r[2] for r in random_results)
     spent = epochs_to_reach(tpe_results, bar)
     return {
         "random_best_val_acc": bar, "random_trial_epochs": len(random_results),
         "random_epochs_to_its_best": epochs_to_reach(random_results, bar),
-        "tpe_best_val_acc": max(acc for _, _, acc in tpe_results), "tpe_trial_epochs": len(tpe_results),
+        "tpe_best_val_acc": max(r[2] for r in tpe_results), "tpe_trial_epochs": len(tpe_results),
         "tpe_epochs_to_bar": spent, "ratio": spent / len(random_results) if spent is not None else math.inf,
     }
 
@@ -177,12 +179,12 @@ def measure_warm(work: Path, *, seeds: int = 5, samples: int = 12, epochs: int =
             warm = pool.submit(run_search, work, algorithm="optuna", scheduler=ASHA, tag="-warm",
                                warm_from=f"bench-search-random-fifo-source-{seed}", **kw)
             cold, warm = cold.result(), warm.result()
-        bar = max(acc for _, _, acc in cold["results"])
+        bar = max(r[2] for r in cold["results"])
         cold_spent, warm_spent = epochs_to_reach(cold["results"], bar), epochs_to_reach(warm["results"], bar)
         ratio = warm_spent / cold_spent if warm_spent is not None and cold_spent else math.inf
         rows.append({"seed": seed, "cold_best_val_acc": bar, "cold_epochs_to_best": cold_spent,
-                     "warm_epochs_to_bar": warm_spent, "warm_best_val_acc": max(a for _, _, a in warm["results"]),
-                     "source_best_val_acc": max(a for _, _, a in source["results"]), "ratio": ratio})
+                     "warm_epochs_to_bar": warm_spent, "warm_best_val_acc": max(r[2] for r in warm["results"]),
+                     "source_best_val_acc": max(r[2] for r in source["results"]), "ratio": ratio})
     ratios = [r["ratio"] for r in rows]
     median = statistics.median(ratios)
     finite = sorted(r for r in ratios if math.isfinite(r))

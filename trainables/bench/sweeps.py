@@ -81,8 +81,13 @@ class RayHead:
 def run_command(cmd: list[str], *, cwd: Path, log: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run a command to its end: wall seconds, exit code and its peak resident memory (wait4)."""
     t0 = time.perf_counter()
+    # Tune settings a sweep in this process put in its environment are not the command's (bare Ray Tune's
+    # defaults must be Ray's own)
+    ours = ("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "TUNE_DISABLE_STRICT_METRIC_CHECKING", "RAY_AIR_NEW_OUTPUT",
+            "RAY_CHDIR_TO_TRIAL_DIR")
+    base = {k: v for k, v in os.environ.items() if k not in ours}
     with open(log, "w") as f:
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT, env={**base, **(env or {})})
         _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     return {"seconds": time.perf_counter() - t0, "rc": proc.returncode, "peak_rss_mb": usage.ru_maxrss / 1024,

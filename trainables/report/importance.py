@@ -38,6 +38,9 @@ def importances(sweep) -> tuple[dict[str, float] | None, str]:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study, source = _saved_study(sweep), "the sweep's Optuna study (optuna.db, as optuna-dashboard shows it)"
+    if study is not None and (len(study.directions) > 1 or any(
+            any(v > 0 for v in t.constraints.values()) for t in study.trials)):
+        study = None  # several objectives, or configurations told infeasible untrained: the trials themselves
     if study is not None:
         done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         warm = sum(1 for t in done if t.user_attrs.get("warm_start_from"))
@@ -45,7 +48,8 @@ def importances(sweep) -> tuple[dict[str, float] | None, str]:
         if len(done) < 2:
             study = None
     if study is None:
-        study, source = _rebuilt(sweep, space, trials), f"{len(trials)} finished trials"
+        study, source = _rebuilt(sweep, space, trials), f"{len(trials)} finished trials" + (
+            f", for {spec.metric}, the first objective" if spec.multi else "")
     try:
         imp = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0))
     except (RuntimeError, ValueError) as e:

@@ -24,6 +24,7 @@ from trainables.report.figures import (
     fig_wall_time,
 )
 from trainables.report.importance import importances
+from trainables.report.pareto import pareto_section
 from trainables.report.per_value import per_value_table
 from trainables.report.values import by_model, fmt, label, numeric
 from trainables.results.layout import read_run_file
@@ -54,6 +55,7 @@ def write_report(sweep, out: str | os.PathLike = "reports") -> Path:
     retrained = load_retrained(sweep.path)
     _overview(doc, sweep)
     _best_section(doc, sweep)
+    pareto_section(doc, sweep, figures)
     _retrain_section(doc, sweep, retrained, figures)
     _leaderboard(doc, sweep)
     _parameters_section(doc, sweep, figures)

@@ -21,6 +21,7 @@ RUN_FILE = "mlflow_run.json"  # which MLflow parent run is this sweep's
 RETRAIN_FILE = "retrain.json"  # the retrained best model's record ...
 MODEL_FILE = "best_model.pt"  # ... and its weights (a state_dict)
 STUDY_FILE = "optuna.db"  # the optuna search's study (SQLite): `optuna-dashboard sqlite:///<sweep>/optuna.db`
+SKIPPED_FILE = "skipped.jsonl"  # configurations never trained: they violate `constraints:` (one JSON line each)
 
 
 def is_remote(path: str) -> bool:
@@ -41,6 +42,35 @@ def experiment_dir(spec: Spec, storage: str | None) -> str:
 def study_url(sweep_path: str) -> str | None:
     """The SQLite URL of the sweep's Optuna study; None on remote storage (the study stays in memory)."""
     return None if is_remote(sweep_path) else f"sqlite:///{Path(sweep_path).resolve() / STUDY_FILE}"
+
+
+def record_skipped(sweep_path: str | None, config: dict[str, Any], violations: list[float]) -> None:
+    """A configuration the constraints kept from training, appended to the sweep's skipped.jsonl (a line
+    at a time: a kill mid-write costs at most that line, which the reader leaves out)."""
+    if not sweep_path or is_remote(sweep_path):
+        return
+    Path(sweep_path).mkdir(parents=True, exist_ok=True)
+    with open(Path(sweep_path) / SKIPPED_FILE, "a") as f:
+        f.write(json.dumps({"config": config, "violations": violations}, default=str) + "\n")
+
+
+def read_skipped(sweep_path: str) -> list[dict[str, Any]]:
+    """The configurations the constraints skipped (none on remote storage, or before any)."""
+    if is_remote(sweep_path):
+        return []
+    try:
+        lines = (Path(sweep_path) / SKIPPED_FILE).read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and isinstance(entry.get("config"), dict):
+            out.append(entry)
+    return out
 
 
 def atomic_write(path: Path, text: str) -> None:

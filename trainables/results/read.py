@@ -79,8 +79,26 @@ class Sweep:
         return sorted(scored, key=lambda t: t.value(self.spec.metric), reverse=self.spec.mode == "max")
 
     def best(self) -> TrialRecord | None:
+        """The best trial by the metric; with several objectives, the Pareto-optimal trial best by
+        final.select (default: the first objective)."""
+        if self.spec.multi:
+            (metric, mode), = (self.spec.final.select or {self.spec.metric: self.spec.mode}).items()
+            optimal = [t for t in self.pareto() if t.status != "errored"]
+            return (max if mode == "max" else min)(optimal, key=lambda t: t.value(metric)) if optimal else None
         ranked = self.ranked()
         return ranked[0] if ranked else None
+
+    def objective_values(self, t: TrialRecord) -> list[float] | None:
+        values = [t.value(m) for m, _ in self.spec.objectives]
+        return None if any(v is None for v in values) else values
+
+    def pareto(self) -> list[TrialRecord]:
+        """The trials no other trial beats on every objective (with a value of each), in trial order."""
+        from trainables.results.pareto import front
+
+        scored = [(t, v) for t in self.trials if t.status != "errored" and (v := self.objective_values(t))]
+        modes = [d for _, d in self.spec.objectives]
+        return [scored[i][0] for i in front([v for _, v in scored], modes)]
 
     def counts(self) -> dict[str, int]:
         out = {"completed": 0, "stopped early": 0, "errored": 0}

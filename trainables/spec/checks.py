@@ -52,9 +52,10 @@ def _check_models(spec: Spec, space: Mapping[str, Param], doc) -> None:
     from trainables.core.models import get_model, model_names
     from trainables.core.trial import TRAINING_KEYS, Training
 
-    if spec.metric not in METRICS:
-        raise doc.error(f"the classifier reports {', '.join(METRICS)}; got {short(spec.metric)}"
-                        f"{did_you_mean(spec.metric, METRICS)}", ("metric",))
+    for metric, _ in spec.objectives:
+        if metric not in METRICS:
+            raise doc.error(f"the classifier reports {', '.join(METRICS)}; got {short(metric)}"
+                            f"{did_you_mean(metric, METRICS)}", ("metric",))
     model_param = space.get("model")
     names = model_param.candidates() if model_param is not None else ["cnn"]
     entries = []
@@ -127,9 +128,46 @@ def _check_search(spec: Spec, doc) -> None:
                             "or algorithm random", ("parameters", name))
     _check_size(spec, doc)
     _check_points(spec, doc)
+    _check_objectives(spec, doc)
     if spec.search.warm_start and algo != "optuna":
         raise doc.error(f"warm_start gives earlier results to a search that learns from them: use search.algorithm "
                         f"optuna ({algo} search would ignore them)", ("search", "warm_start"))
+
+
+def _check_objectives(spec: Spec, doc) -> None:
+    """Several objectives: a search that can take them, no scheduler that compares trials by one metric,
+    a select rule over one of them; constraints that parse."""
+    from trainables.spec.constraints import Constraint, ConstraintError
+
+    known = set(spec.space) | ({"total_params", "trainable_params", "activations", "image_size"}
+                               if spec.trainable == "classifier" else set())
+    for i, text in enumerate(spec.constraints):
+        try:
+            c = Constraint.parse(text)
+        except ConstraintError as e:
+            raise doc.error(str(e), ("constraints", i)) from None
+        unknown = sorted(c.names - known)
+        if unknown:
+            raise doc.error(f"unknown name {unknown[0]!r} in {c.text!r}; constraints use the parameters"
+                            + (" and total_params, trainable_params, activations, image_size"
+                               if spec.trainable == "classifier" else "") + did_you_mean(unknown[0], sorted(known)),
+                            ("constraints", i))
+    if spec.constraints and spec.search.algorithm == "random" and any(
+            isinstance(p, Choice) and p.grid for p in spec.space.values()):
+        raise doc.error("constraints with random search draw each configuration: use choice instead of grid here",
+                        ("constraints",))
+    select = spec.final.select
+    if select and next(iter(select)) not in [m for m, _ in spec.objectives]:
+        raise doc.error(f"final.select picks among the objectives ({', '.join(m for m, _ in spec.objectives)}), got "
+                        f"{short(next(iter(select)))}", ("final", "select"))
+    if not spec.multi:
+        return
+    if spec.scheduler.name != "fifo":
+        raise doc.error(f"{spec.scheduler.name} stops trials by one metric; with several objectives a trial that is "
+                        f"worse on {spec.metric} may be better on another: use scheduler: {{name: fifo}}",
+                        ("scheduler", "name"))
+    if spec.search.warm_start:
+        raise doc.error("warm_start takes single-objective sweeps", ("search", "warm_start"))
 
 
 def _check_size(spec: Spec, doc) -> None:

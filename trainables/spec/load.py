@@ -98,7 +98,11 @@ def _pydantic_error(doc: YamlDoc, exc: ValidationError, model: type[BaseModel] =
             msg = "required key is missing"
         else:
             msg = err["msg"].removeprefix("Value error, ")
-            if "input" in err and err["type"] not in ("model_type",):
+            if not loc:  # the spec's own check: it names its keys; the key before ':' is where it points
+                key = msg.split(":", 1)[0].split(" and ")[0].strip()
+                if key in Spec.model_fields:
+                    loc, msg = (key,), msg.removeprefix(f"{key}:").strip()
+            elif "input" in err and err["type"] not in ("model_type",):
                 msg += f" (got {short(err['input'])})"
         e = doc.error(msg, loc)
         first = first or e
@@ -132,7 +136,7 @@ def load_wandb(path: str | os.PathLike) -> wandb.Translation:
         raise SpecError("not a W&B sweep config (it has no method, metric mapping, early_terminate or run_cap)",
                         file=file)
     translation = wandb.translate(doc.data, doc, default_name=Path(file).stem)
-    parse_spec(reader.dump(translation.spec), file=file)  # what `tune run` of the output would say
+    load_spec(path)  # what `tune run` of the file would say (its lines, its keys)
     return translation
 
 
@@ -153,9 +157,11 @@ def parse_spec(text: str, *, file: str = "<spec>", overrides: list[str] | tuple 
         raise SpecError(f"expected a mapping of keys (name, dataset, parameters, ...), got {type(data).__name__}",
                         file=file, line=1)
     notes: tuple[str, ...] = ()
-    if wandb.is_wandb(data):  # a W&B sweep config: translated, then overridden like any spec
+    if wandb.is_wandb(data):  # a W&B sweep config: W&B keys overridden, translated, then any other key
+        ours = [o for o in overrides if o.partition("=")[0].strip().split(".")[0] not in wandb.TOP]
+        data = apply_overrides(data, [o for o in overrides if o not in ours], file=file)
         translation = wandb.translate(data, doc, default_name=Path(file).stem)
-        data, notes = translation.spec, tuple(translation.notes)
+        data, notes, overrides = translation.spec, tuple(translation.notes), ours
     data = apply_overrides(data, list(overrides), file=file)
     raw = data.get("parameters", {})
     if not isinstance(raw, dict):

@@ -129,7 +129,7 @@ class Drawn(Param):
                 raise ValueError(f"needs one weight per value: {len(self.args)} values, {len(self.weights)} weights")
             if any(not (isinstance(w, (int, float)) and not isinstance(w, bool) and 0 <= w <= 1) for w in self.weights):
                 raise ValueError("weights must be numbers in [0, 1]")
-            if abs(sum(self.weights) - 1) > 1e-6:
+            if abs(sum(self.weights) - 1) > 1e-5:  # as W&B's np.isclose
                 raise ValueError(f"weights must sum to 1, got {sum(self.weights):g}")
             return
         a, b = self.args

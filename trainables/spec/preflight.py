@@ -34,8 +34,8 @@ def preflight(spec: Spec, *, say: Callable[[str], None] = print) -> Spec:
 
 def _program(spec: Spec) -> None:
     """The script each trial runs exists (relative to where `tune run` starts, as W&B's agent reads it)."""
-    file = spec.program.file
-    if "${program}" in spec.program.command and not Path(file).is_file():
+    file, command = spec.program.file, spec.program.command
+    if "${program}" in command and "-m" not in command and not Path(file).is_file():
         raise _error(spec, f"no such file {short(file)} (from {Path.cwd()})", "program.file")
 
 

@@ -185,6 +185,13 @@ def value(text: str, *, what: str) -> Any:
     return data
 
 
+class _Dumper(yaml.SafeDumper):
+    """Quotes what this reader would read as something else (YAML 1.2 numbers such as 1e3)."""
+
+
+_Dumper.yaml_implicit_resolvers = SpecLoader.yaml_implicit_resolvers
+
+
 def dump(data: Any) -> str:
-    """YAML as a person writes it: keys in order, short lists inline."""
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=110, allow_unicode=True)
+    """YAML as a person writes it (keys in order, short lists inline) that read() reads back the same."""
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=None, width=110, allow_unicode=True)

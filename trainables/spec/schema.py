@@ -4,12 +4,22 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from trainables.core.data import DatasetConfig
 from trainables.spec.space import Choice, Space, grid_size
 
-METRICS = ("val_acc", "val_loss", "train_acc", "train_loss")
+METRICS = ("val_acc", "val_loss", "train_acc", "train_loss", "total_params", "trainable_params", "epoch_seconds",
+           "samples_per_second")  # what the classifier reports each epoch
 
 
 SEED_MAX = 2**32 - 1  # NumPy's seeds are 32-bit; PyTorch's take more
@@ -23,6 +33,7 @@ class _Section(BaseModel):
 
 class SearchConfig(_Section):
     algorithm: Literal["optuna", "random", "grid"] = "optuna"
+    sampler: Literal["tpe", "nsga2"] = "tpe"  # optuna: TPE (multi-objective too) or NSGA-II
     # trials (default 10); grid: repeats of the whole grid (default 1)
     num_samples: int | None = Field(default=None, ge=1, le=MAX_TRIALS)
     max_concurrent: int | None = Field(default=None, ge=1, le=MAX_TRIALS)  # None: as many as resources allow
@@ -110,8 +121,9 @@ class ProgramConfig(_Section):
 
     file: str = Field(min_length=1, max_length=4096)  # W&B's `program`, relative to where `tune run` starts
     command: list[str] = Field(default=list(WANDB_COMMAND), min_length=1, max_length=1000)  # W&B's macros
-    # W&B's nested `parameters:` blocks, by dotted path: `opt.lr` reaches the program as config["opt"]["lr"]
-    nested: list[str] = Field(default=[], max_length=10_000)
+    # W&B's nested `parameters:`: each flattened name's place in the program's config (`opt.lr: [opt, lr]`
+    # reaches the program as config["opt"]["lr"]); other names reach it as they are
+    nested: dict[str, list[str]] = Field(default={}, max_length=100_000)
 
     @field_validator("command")
     @classmethod
@@ -126,6 +138,9 @@ class ProgramConfig(_Section):
 class FinalConfig(_Section):
     retrain_best: bool = False  # retrain the best config for `epochs`, then score the test split
     report: bool = True  # write reports/<name>/ at the end of `tune run`
+    # several objectives: the best trial is the Pareto-optimal one best by this {metric: max | min}
+    # (default: the first objective)
+    select: dict[str, Literal["max", "min"]] | None = Field(default=None, min_length=1, max_length=1)
 
 
 def _to_space(v: Any) -> Space:
@@ -148,8 +163,11 @@ class Spec(_Section):
     trainable: str = "classifier"  # or "package.module:function" (a Ray Tune function trainable), or "program"
     program: ProgramConfig | None = None  # with trainable: program
     dataset: DatasetConfig = DatasetConfig()
-    metric: str = "val_acc"
+    metric: str = Field(default="val_acc", min_length=1, max_length=200)  # the first objective, when several
     mode: Literal["max", "min"] = "max"
+    # every objective, (metric, mode): from `metric: [a, b]` and `mode: [max, min]` (one when a single metric)
+    objectives: tuple[tuple[str, Literal["max", "min"]], ...] = Field(default=(), exclude=True)
+    constraints: list[str] = Field(default=[], max_length=100)  # e.g. "total_params <= 2e6", checked before training
     epochs: int = Field(default=10, ge=1, le=1_000_000)
     max_failures: int = Field(default=1, ge=0, le=1000)  # retries of a failed trial from its last checkpoint
     parameters: ParametersField = Space({})  # name -> Param, parsed once
@@ -164,6 +182,41 @@ class Spec(_Section):
     source: str | None = Field(default=None, exclude=True)
     text_hash: str | None = Field(default=None, exclude=True)
     notes: tuple[str, ...] = Field(default=(), exclude=True)  # how a W&B sweep config was read (spec/wandb.py)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _objectives(cls, data: Any) -> Any:
+        """`metric: [a, b]`, `mode: [max, min]`: metric and mode are the first; objectives holds them all."""
+        if not isinstance(data, dict):
+            return data
+        if "objectives" in data:
+            raise ValueError("unknown key 'objectives': write metric: [a, b] and mode: [max, min]")
+        metric, mode = data.get("metric", "val_acc"), data.get("mode", "max")
+        if not isinstance(metric, list) and not isinstance(mode, list):
+            return {**data, "objectives": ((metric, mode),)} if isinstance(metric, str) and mode in ("max", "min") \
+                else data
+        metrics = metric if isinstance(metric, list) else [metric]
+        modes = mode if isinstance(mode, list) else [mode] * len(metrics)
+        if not metrics or len(modes) != len(metrics):
+            raise ValueError(f"metric and mode: one mode per metric, got {len(metrics)} metrics and {len(modes)} "
+                             f"modes")
+        if not all(isinstance(m, str) and m for m in metrics) or len(set(metrics)) != len(metrics):
+            raise ValueError(f"metric: expected distinct metric names, got {metrics}")
+        if any(m not in ("max", "min") for m in modes):
+            raise ValueError(f"mode: expected max or min for each metric, got {modes}")
+        return {**data, "metric": metrics[0], "mode": modes[0], "objectives": tuple(zip(metrics, modes, strict=True))}
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        out = handler(self)
+        if len(self.objectives) > 1:  # back as the user wrote it
+            out["metric"], out["mode"] = [m for m, _ in self.objectives], [d for _, d in self.objectives]
+        return out
+
+    @property
+    def multi(self) -> bool:
+        """Several objectives: a Pareto front rather than one best."""
+        return len(self.objectives) > 1
 
     @property
     def num_samples(self) -> int:

@@ -31,7 +31,7 @@ def parse_param(raw: Any) -> Param:
     unknown = [k for k in raw if k not in DISTRIBUTIONS]
     if unknown or len(keys) != 1:
         bad = unknown[0] if unknown else None
-        hint = did_you_mean(bad, DISTRIBUTIONS + ("when",) + MODIFIERS) if bad is not None else ""
+        hint = did_you_mean(bad, DISTRIBUTIONS + ("when",) + tuple(MODIFIERS)) if bad is not None else ""
         raise ParamError(
             f"expected exactly one of {', '.join(DISTRIBUTIONS)} (plus optional `when`), "
             f"got {short(sorted(map(str, raw))) if raw else 'nothing'}{hint}",
@@ -67,7 +67,7 @@ def _parse(kind: str, arg: Any, extra: dict[str, Any], when) -> Param:
     if "q" in extra:
         q = extra["q"]
         if isinstance(q, bool) or not isinstance(q, (int, float)) or not (0 < q < BOUND):
-            raise ParamError(f"`q` expects a number > 0, got {short(q)}", "q")
+            raise ParamError(f"`q` expects a number > 0 and < 2**53, got {short(q)}", "q")
         try:
             return Drawn(kind, tuple(nums), q=q, when=when)
         except ValueError as e:

@@ -29,12 +29,16 @@ DEFAULT_TRIALS = 10  # W&B runs random and bayes sweeps until stopped; without r
 NO_LIMIT = 1_000_000  # epochs: a program reports as often as it likes (W&B stops none at a count)
 
 
+OURS = ("trainable", "dataset", "mode", "epochs", "max_failures", "search", "scheduler", "resources", "tracking",
+        "performance", "final", "constraints")  # keys only a trainables spec has
+
+
 def is_wandb(data: Any) -> bool:
     """A W&B sweep config, by its keys: `method` (which W&B requires), a `metric` mapping, `early_terminate`
-    or `run_cap`; a trainables spec has none of them."""
+    or `run_cap`, and none of the keys only a trainables spec has (a stray `method` there is a typo)."""
     return isinstance(data, dict) and (
         any(k in data for k in ("method", "early_terminate", "run_cap"))
-        or isinstance(data.get("metric"), dict))
+        or isinstance(data.get("metric"), dict)) and not any(k in data for k in OURS)
 
 
 @dataclass
@@ -67,6 +71,7 @@ def translate(data: dict[str, Any], doc, *, default_name: str) -> Translation:
     if data.get("description"):
         out["description"] = str(data["description"])
     method = data.get("method")
+    method = method if isinstance(method, str) else repr(method)
     if method not in METHODS:
         bad.add(f"expected grid, random or bayes, got {short(method)}"
                 + (" (custom sweeps need W&B's service)" if method == "custom" else ""), ("method",))
@@ -76,15 +81,20 @@ def translate(data: dict[str, Any], doc, *, default_name: str) -> Translation:
     out["epochs"] = NO_LIMIT
     out["max_failures"] = 0  # a script that fails is a failed run, as in W&B (no retry)
     out["parameters"] = {}
-    blocks: list[str] = []
-    _parameters(data.get("parameters"), (), method, out["parameters"], bad, blocks)
-    if blocks:
-        out["program"]["nested"] = blocks
+    paths: dict[str, list[str]] = {}
+    _parameters(data.get("parameters"), (), method, out["parameters"], bad, paths)
+    if any(len(p) > 1 for p in paths.values()):  # where each nested parameter goes in the script's config
+        out["program"]["nested"] = {k: p for k, p in paths.items() if len(p) > 1}
     search: dict[str, Any] = {"algorithm": METHODS.get(method, "random")}
     cap = data.get("run_cap")
     if cap is not None:
-        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+        if isinstance(cap, bool) or not isinstance(cap, int) or not 1 <= cap <= NO_LIMIT:
             bad.add(f"expected a whole number >= 1, got {short(cap)}", ("run_cap",))
+        elif method == "grid":  # here num_samples repeats the grid; W&B runs each combination once, at most run_cap
+            combos = _grid_size(out["parameters"])
+            if combos is not None and cap < combos:
+                bad.add(f"run_cap {cap} is fewer than the grid's {combos} combinations: W&B would run some of them; "
+                        f"here a grid runs every combination (remove run_cap, or use method: random)", ("run_cap",))
         else:
             search["num_samples"] = cap
     elif method != "grid":
@@ -128,7 +138,9 @@ def _metric(metric: Any, bad: _Problems, notes: list[str]) -> dict[str, Any]:
         bad.add(f"expected {{name: ..., goal: ...}}, got {short(metric)}", ("metric",))
         return {}
     for key in metric:
-        if key not in ("name", "goal"):
+        if not isinstance(key, str):
+            bad.add(f"unknown key {short(key)}", ("metric",))
+        elif key not in ("name", "goal"):
             why = ("W&B's stop-the-sweep target" if key == "target" else "W&B's imputation of missing values"
                    if key.startswith("impute") else "not a W&B metric key")
             bad.add(f"not supported ({why}); remove it", ("metric", key))
@@ -158,9 +170,9 @@ def _early_terminate(et: Any, bad: _Problems) -> dict[str, Any]:
         bad.add(f"expected a number > 1, got {short(eta)}", ("early_terminate", "eta"))
         return {"name": "fifo"}
     if "max_iter" in et:  # W&B: max_iter, divided by eta s times, truncated; it wins over min_iter
-        top, s = et["max_iter"], et.get("s", 0)
-        if not _whole(top, 1) or not _whole(s, 0, 100):
-            bad.add(f"max_iter and s must be whole numbers >= 1 and 0..100, got {top}, {s}",
+        top, s = et["max_iter"], et.get("s")
+        if not _whole(top, 1) or not _whole(s, 1, 100):
+            bad.add(f"max_iter and s must be whole numbers >= 1 (s at most 100), got {short(top)}, {short(s)}",
                     ("early_terminate",))
             return {"name": "fifo"}
         bands, x = [], float(top)
@@ -181,15 +193,26 @@ def _early_terminate(et: Any, bad: _Problems) -> dict[str, Any]:
         bad.add("hyperband needs min_iter, or max_iter and s", ("early_terminate",))
         return {"name": "fifo"}
     if not bands:
-        return {"name": "fifo"}  # W&B: no band, nothing stopped
+        bad.add(f"no band: max_iter {et.get('max_iter')} divided by eta {eta} falls below 1", ("early_terminate",))
+        return {"name": "fifo"}
     return {"name": "asha", "milestones": bands, "reduction_factor": float(eta)}
+
+
+def _grid_size(parameters: dict[str, Any]) -> int | None:
+    from trainables.spec.space import Space, grid_size
+
+    try:
+        return grid_size(Space.parse(parameters))
+    except ValueError:
+        return None  # a bad parameter: said on its own
 
 
 def _whole(v: Any, low: int, high: int = NO_LIMIT) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
 
 
-def _parameters(raw: Any, prefix: tuple, method: Any, out: dict[str, Any], bad: _Problems, blocks: list[str]) -> None:
+def _parameters(raw: Any, prefix: tuple, method: Any, out: dict[str, Any], bad: _Problems,
+                paths: dict[str, list[str]]) -> None:
     where = ("parameters",) + sum(((p, "parameters") for p in prefix), ())
     if not isinstance(raw, dict) or not raw:
         bad.add(f"expected a mapping of parameter names, got {short(raw)}", where[:-1] if prefix else where)
@@ -205,21 +228,28 @@ def _parameters(raw: Any, prefix: tuple, method: Any, out: dict[str, Any], bad: 
         if unknown:
             bad.add(f"unknown key {short(unknown[0])}{did_you_mean(unknown[0], PARAM_KEYS)}", path + (unknown[0],))
             continue
+        if not isinstance(name, str) or not name:
+            bad.add(f"a parameter name must be text, got {short(name)}", where)
+            continue
         if "parameters" in spec:
             if len(spec) > 1:
                 bad.add("a nested `parameters:` block takes no other keys", path)
             else:
-                blocks.append(dotted)
-                _parameters(spec["parameters"], prefix + (name,), method, out, bad, blocks)
+                _parameters(spec["parameters"], prefix + (name,), method, out, bad, paths)
             continue
+        if dotted in out:
+            bad.add(f"{dotted!r} is also the name of a nested parameter ({'.'.join(paths[dotted])}): rename one",
+                    path)
+            continue
+        paths[dotted] = [*prefix, name]
         try:
-            out[dotted] = _param(spec, method == "grid")
+            out[dotted] = _param(spec, method == "grid", nested=bool(prefix))
             parse_param(out[dotted])  # what the trainables space says of it, in the same message
         except ValueError as e:
             bad.add(str(e), path)
 
 
-def _infer(spec: dict) -> str:
+def _infer(spec: dict, nested: bool) -> str:
     """The distribution W&B infers when none is named (its schema's order)."""
     if "values" in spec:
         return "categorical_w_probabilities" if "probabilities" in spec else "categorical"
@@ -229,15 +259,15 @@ def _infer(spec: dict) -> str:
         lo, hi = spec["min"], spec["max"]
         if _int(lo) and _int(hi):
             return "int_uniform"
-        if _int(lo) != _int(hi) and _num(lo) and _num(hi):
+        if _int(lo) != _int(hi) and _num(lo) and _num(hi) and not nested:  # W&B's SDK checks the top level
             raise ValueError(f"min {lo!r} and max {hi!r}: one whole, one not, is ambiguous to W&B; write both as "
                              f"floats (uniform) or both as integers (int_uniform), or name the distribution")
         return "uniform"
     raise ValueError(f"cannot tell the distribution from the keys {short(sorted(spec))}; name it with `distribution:`")
 
 
-def _param(spec: dict, grid: bool) -> Any:
-    kind = spec.get("distribution") or _infer(spec)
+def _param(spec: dict, grid: bool, *, nested: bool = False) -> Any:
+    kind = spec.get("distribution") or _infer(spec, nested)
     if kind not in DISTRIBUTIONS:
         raise ValueError(f"distribution: unknown {short(kind)}{did_you_mean(kind, DISTRIBUTIONS)}")
     if grid and kind not in GRIDDABLE:
@@ -247,6 +277,8 @@ def _param(spec: dict, grid: bool) -> Any:
     if extra:
         hint = f" (a rounded {kind} is q_{kind})" if extra == ["q"] and f"q_{kind}" in DISTRIBUTIONS else ""
         raise ValueError(f"{kind} takes {', '.join(allowed)}, not {', '.join(extra)}{hint}")
+    if kind == "constant" and "value" not in spec:
+        raise ValueError("constant needs a value")
     if kind == "constant":  # a mapping would read as a distribution: a choice of one says it plainly
         return {"choice": [spec["value"]]} if isinstance(spec.get("value"), dict) else spec.get("value")
     if kind in ("categorical", "categorical_w_probabilities"):
@@ -271,11 +303,13 @@ def _param(spec: dict, grid: bool) -> Any:
         raise ValueError(f"min must be < max, got {lo}, {hi}")
     if kind in ("uniform", "q_uniform"):
         if kind == "q_uniform" and grid:  # W&B's grid: np.arange(min, max, q), max excluded
+            import numpy as np
+
             q = _q_of(spec)
-            n = math.ceil((hi - lo) / q - 1e-12)
-            if n > 10_000:
-                raise ValueError(f"a grid of {n:,} values")
-            return {"choice": [_clean(lo + i * q, q) for i in range(n)]}
+            n = (hi - lo) / q
+            if not math.isfinite(n) or n > 10_000:
+                raise ValueError(f"a grid of more than 10,000 values (min {lo}, max {hi}, q {q})")
+            return {"choice": [_clean(float(x), q) for x in np.arange(lo, hi, q)]}
         return _q({"uniform": [lo, hi]}, spec, kind)
     if kind in ("log_uniform", "q_log_uniform"):  # min, max are natural-log exponents
         return _q({"loguniform": [_exp(lo), _exp(hi)]}, spec, kind)

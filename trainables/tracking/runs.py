@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping
 from urllib.parse import urlparse
 
 from trainables.errors import SpecError, redact
-from trainables.results.layout import is_remote, read_run_file, write_run_file
+from trainables.results.layout import is_remote, read_run_file, read_skipped, write_run_file
 from trainables.spec.schema import Spec
 from trainables.tracking.models import queue_retrained
 from trainables.tracking.sender import Sender
@@ -244,7 +244,16 @@ class Tracker:
             values = {"trials_total": len(sweep.trials), "trials_completed": counts.get("completed", 0),
                       "trials_stopped_early": counts.get("stopped early", 0),
                       "trials_errored": counts.get("errored", 0), "wall_seconds": total}
+            skipped = read_skipped(self.path)
+            if skipped:
+                values["configs_skipped_by_constraints"] = len(skipped)
             tags = []
+            if self.spec.multi:  # the Pareto set: its trial ids, and each one's objectives
+                front = sweep.pareto()
+                values["pareto_size"] = len(front)
+                tags.append(RunTag("pareto_trials", ",".join(t.trial_id for t in front)[:5000]))
+                tags.append(RunTag("pareto_front", param_value([{"trial": t.trial_id, **{
+                    m: t.value(m) for m, _ in self.spec.objectives}} for t in front])[:5000]))
             if best is not None:
                 values[f"best_{self.spec.metric}"] = best.value(self.spec.metric)
                 tags.append(RunTag("best_trial_id", best.trial_id))

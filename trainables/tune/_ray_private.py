@@ -116,3 +116,13 @@ def report_last(searcher, trial_id: str, value: float, step: int) -> bool:
     except Exception:  # noqa: BLE001 - NaN, or a step already there: the trial's last report stands
         pass
     return True
+
+
+def optuna_trial(searcher, trial_id: str):
+    """The Optuna trial OptunaSearch asked for this Tune trial."""
+    return searcher._ot_trials[trial_id]
+
+
+def forget_trial(searcher, trial_id: str) -> None:
+    """OptunaSearch no longer holds an Optuna trial for this Tune trial id (it is about to ask another)."""
+    searcher._ot_trials.pop(trial_id, None)

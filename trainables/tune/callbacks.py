@@ -102,14 +102,16 @@ class MetricCheck(Stopper):
     another name): every trial would report the same, and the search would learn nothing from them.
     run.py turns `missing` into one clear error."""
 
-    def __init__(self, metric: str):
-        self.metric = metric
+    def __init__(self, metrics: str | list[str]):
+        self.metrics = [metrics] if isinstance(metrics, str) else list(metrics)
         self.missing: list[str] | None = None  # the keys the offending result did have
+        self.absent: str | None = None  # the objective it did not have
 
     def __call__(self, trial_id: str, result: dict) -> bool:
-        if self.metric in result:
+        absent = [m for m in self.metrics if m not in result]
+        if not absent:
             return False
-        self.missing = sorted(k for k in result if k not in RAY_KEYS)
+        self.absent, self.missing = absent[0], sorted(k for k in result if k not in RAY_KEYS)
         return True
 
     def stop_all(self) -> bool:

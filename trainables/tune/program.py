@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import collections
 import json
+import math
 import os
+import select
 import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,17 +30,16 @@ class ProgramFailed(RuntimeError):
     """The program exited non-zero (or finished its run with an exit code): the trial errored."""
 
 
-def nested(config: dict[str, Any], blocks: list[str]) -> dict[str, Any]:
-    """W&B's nested `parameters:` blocks (flattened to dotted names by spec/wandb.py) as mappings again;
-    a dot in any other name stays part of the name."""
+def nested(config: dict[str, Any], paths: dict[str, list[str]]) -> dict[str, Any]:
+    """W&B's nested `parameters:` (flattened by spec/wandb.py) as mappings again: each name in `paths` goes to
+    its place; every other name stays as it is."""
     out: dict[str, Any] = {}
     for key, value in config.items():
-        node, name = out, str(key)
-        for block in sorted((b for b in blocks if name.startswith(b + ".")), key=len, reverse=True)[:1]:
-            for part in block.split("."):
-                node = node.setdefault(part, {})
-            name = name[len(block) + 1:]
-        node[name] = value
+        *parents, last = paths.get(key) or [key]
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
     return out
 
 
@@ -75,71 +77,125 @@ def command_line(command: list[str], *, program: str, config: dict[str, Any], co
 
 def run_program(config: dict[str, Any], *, file: str, command: list[str], metric: str,
                 report: Callable[[dict[str, Any]], None], workdir: str, trial_id: str, sweep: str,
-                home: str, blocks: list[str] = ()) -> None:
+                home: str, paths: dict[str, list[str]] | None = None) -> None:
     """Runs the program for one trial; report(metrics) for each committed row that carries the metric
     (with the latest value of every other number logged so far). ProgramFailed on a non-zero exit.
     home: where `tune run` started; the program runs there (as under W&B's agent) when this node has
     it, else in this process's folder (a `ray job submit --working-dir` copy on another node)."""
-    cwd = home if Path(home, file).exists() else os.getcwd()
-    values = nested(config, list(blocks))
+    uses_file = "${program}" in command and "-m" not in command
+    cwd = home if Path(home).is_dir() and (Path(home, file).exists() or not uses_file) else os.getcwd()
+    values = nested(config, paths or {})
     folder = Path(workdir) / "wandb" / f"sweep-{sweep}"
     folder.mkdir(parents=True, exist_ok=True)
     config_file = str(folder / f"config-{trial_id}.json")
     Path(config_file).write_text(json.dumps(values))
     param_file = folder / f"config-{trial_id}.yaml"  # W&B's form; JSON is YAML
     param_file.write_text(json.dumps({"wandb_version": 1, **{k: {"value": v} for k, v in values.items()}}))
-    read_fd, write_fd = os.pipe()
+    # A named pipe, not an inherited descriptor: a launcher that closes descriptors, or a script that has
+    # opened files of its own, cannot turn the stand-in's rows into writes to something else.
+    pipe = folder / f"rows-{trial_id}"
+    pipe.unlink(missing_ok=True)
+    os.mkfifo(pipe)
+    rows_fd = os.open(pipe, os.O_RDWR | os.O_NONBLOCK)  # read-write: never blocks, never sees end-of-file
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([STANDIN, *filter(None, [os.environ.get("PYTHONPATH")])]),
-           "TRAINABLES_WANDB_CONFIG": config_file, "TRAINABLES_WANDB_FD": str(write_fd),
+           "TRAINABLES_WANDB_CONFIG": config_file, "TRAINABLES_WANDB_PIPE": str(pipe),
            "WANDB_SWEEP_ID": sweep, "WANDB_RUN_ID": trial_id, "WANDB_DIR": workdir,
            "WANDB_SWEEP_PARAM_PATH": str(param_file), "PYTHONUNBUFFERED": "1"}
     argv = command_line(command, program=file, config=values, config_file=config_file)
     try:
-        proc = subprocess.Popen(argv, env=env, cwd=cwd, pass_fds=(write_fd,), stderr=subprocess.PIPE,
-                                start_new_session=True,  # its own group: stopping the trial stops its children
-                                preexec_fn=_die_with_parent)
+        proc = subprocess.Popen([sys.executable, "-c", DIE_WITH_PARENT, *argv], env=env, cwd=cwd,
+                                stderr=subprocess.PIPE, start_new_session=True)  # stopped as one group
     except OSError as e:
-        os.close(read_fd)
+        os.close(rows_fd)
         raise ProgramFailed(f"cannot start {' '.join(argv[:4])}: {e.strerror or e}") from None
-    finally:
-        os.close(write_fd)
     tail: collections.deque[str] = collections.deque(maxlen=TAIL)
     echo = threading.Thread(target=_echo, args=(proc.stderr, tail), daemon=True)
     echo.start()
-    finished = 0
+    state = _Rows(metric, report)
     try:
-        latest: dict[str, Any] = {}
-        with os.fdopen(read_fd, "r") as rows:
-            for line in rows:
-                try:
-                    message = json.loads(line)
-                except ValueError:
-                    continue
-                if "finish" in message:
-                    finished = message["finish"] if isinstance(message["finish"], int) else 1
-                row = message.get("row")
-                if isinstance(row, dict):
-                    latest.update(row)
-                    if metric in row:
-                        report(dict(latest))  # Tune raises SystemExit here when it stops the trial
+        while True:
+            ready, _, _ = select.select([rows_fd], [], [], 0.2)
+            if ready:
+                state.feed(_read(rows_fd))
+            elif proc.poll() is not None:  # ended: what it wrote last is read above; its children may linger
+                state.feed(_read(rows_fd))
+                break
+        state.end()
         code = proc.wait()
     finally:
         _stop(proc)
+        os.close(rows_fd)
+        pipe.unlink(missing_ok=True)
         echo.join(timeout=5)
-    if code != 0 or finished:
-        why = f"exited with code {code}" if code != 0 else f"finished its run with exit_code={finished}"
-        if code < 0:
-            why = f"was killed by signal {signal.Signals(-code).name}" if -code in signal.valid_signals() else why
+    if code != 0 or state.finished:
+        why = f"exited with code {code}" if code != 0 else f"finished its run with exit_code={state.finished}"
+        if code < 0 and -code in signal.valid_signals():
+            why = f"was killed by signal {signal.Signals(-code).name}"
+        if code == 127 and not tail:
+            why += f" (could not run {' '.join(argv[:3])})"
         raise ProgramFailed(f"{file} {why}; the end of its stderr:\n" + "".join(tail))
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec (Linux): SIGTERM when the trial's process dies, so that a killed Ray
-    worker (a trial stopped while its program was silent, the driver gone) leaves no program running."""
-    if sys.platform.startswith("linux"):
-        import ctypes
+# SIGTERM to the program when the trial's process dies (a Ray worker killed while its program was silent,
+# the driver gone), set before exec in a small Python of its own: no preexec_fn in a threaded Ray worker.
+DIE_WITH_PARENT = ("import ctypes, os, signal, sys\n"
+                   "if sys.platform.startswith('linux'): ctypes.CDLL(None).prctl(1, signal.SIGTERM)\n"
+                   "try: os.execvp(sys.argv[1], sys.argv[1:])\n"
+                   "except OSError as e: print(f'cannot run {sys.argv[1]}: {e.strerror}', file=sys.stderr); "
+                   "sys.exit(127)\n")
 
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+def _read(fd: int) -> bytes:
+    out = b""
+    while True:
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return out
+        if not chunk:
+            return out
+        out += chunk
+
+
+class _Rows:
+    """The stand-in's messages -> reports: a committed row carrying a finite metric is one iteration."""
+
+    def __init__(self, metric: str, report: Callable[[dict[str, Any]], None]):
+        self.metric, self.report = metric, report
+        self.latest: dict[str, Any] = {}
+        self.summary: dict[str, Any] = {}
+        self.reported, self.finished, self.buffer = 0, 0, b""
+
+    def feed(self, data: bytes) -> None:
+        self.buffer += data
+        *lines, self.buffer = self.buffer.split(b"\n")
+        for line in lines:
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(message, dict):
+                continue
+            if "finish" in message:
+                self.finished = message["finish"] if isinstance(message["finish"], int) else 1
+            if isinstance(message.get("summary"), dict):
+                self.summary.update(message["summary"])
+            row = message.get("row")
+            if isinstance(row, dict):
+                self.latest.update(row)
+                if _finite(row.get(self.metric)):  # as W&B counts iterations: finite numbers only
+                    self.reported += 1
+                    self.report(dict(self.latest))  # Tune raises SystemExit here when it stops the trial
+
+    def end(self) -> None:
+        """A script that put its metric only in run.summary: reported once, at its end."""
+        if not self.reported and _finite(self.summary.get(self.metric)):
+            self.reported += 1
+            self.report({**self.latest, **self.summary})
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _echo(stream, tail: collections.deque) -> None:
@@ -152,12 +208,16 @@ def _echo(stream, tail: collections.deque) -> None:
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    """The program and its children ended: SIGTERM (as W&B's agent), then SIGKILL."""
-    if proc.poll() is not None:
-        return
+    """The program and what it started (its process group, even when the program itself has ended: a
+    child left behind would hold its stderr and its GPU) ended: SIGTERM (as W&B's agent), then SIGKILL."""
     try:
         os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return  # nothing of it left
+    try:
         proc.wait(timeout=KILL_WAIT)
+        time.sleep(0.05)  # the group's other members handle their SIGTERM
+        os.killpg(proc.pid, signal.SIGKILL)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()

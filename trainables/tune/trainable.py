@@ -81,7 +81,7 @@ def _start_state(checkpoint) -> dict[str, Any] | None:
 
 
 def program(config: dict[str, Any], *, file: str, command: list[str], metric: str, sweep: str, home: str,
-            blocks: list[str]) -> None:
+            paths: dict[str, list[str]]) -> None:
     """A Ray Tune function trainable for `trainable: program`: the user's script, its wandb.log rows
     reported (tune/program.py)."""
     from ray import tune
@@ -91,7 +91,7 @@ def program(config: dict[str, Any], *, file: str, command: list[str], metric: st
     ctx = tune.get_context()
     run_program(config, file=file, command=command, metric=metric, report=tune.report,
                 workdir=ctx.get_trial_dir(), trial_id=ctx.get_trial_id(), sweep=sweep, home=home,
-                blocks=blocks)
+                paths=paths)
 
 
 def data_parallel(config: dict[str, Any], *, dataset: DatasetConfig, epochs: int, resources, max_failures: int,

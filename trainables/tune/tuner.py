@@ -6,6 +6,7 @@ from typing import Any
 
 from trainables.errors import SpecError
 from trainables.results.layout import experiment_dir, storage_root, study_url
+from trainables.search.feasible import Feasibility
 from trainables.search.optuna import DefineByRun, encode_point
 from trainables.spec.schema import Spec
 from trainables.tune import _ray_private
@@ -17,7 +18,10 @@ def _search_alg(spec: Spec, *, storage: str | None = None, warm: Warm | None = N
     from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
     space, s = spec.space, spec.search
-    if s.algorithm == "optuna":
+    feasibility = Feasibility(spec, experiment_dir(spec, storage))
+    # random search with constraints: Optuna's random sampler through the same searcher, which skips
+    # what violates them (Ray's generator has no place to)
+    if s.algorithm == "optuna" or (s.algorithm == "random" and feasibility):
         import optuna
 
         from trainables.tune.study import StudySearch
@@ -25,20 +29,21 @@ def _search_alg(spec: Spec, *, storage: str | None = None, warm: Warm | None = N
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         alg = StudySearch(
             space=DefineByRun(space),
-            metric=spec.metric,
-            mode=spec.mode,
-            sampler=optuna.samplers.TPESampler(seed=s.seed),
+            metric=[m for m, _ in spec.objectives] if spec.multi else spec.metric,
+            mode=[d for _, d in spec.objectives] if spec.multi else spec.mode,
+            sampler=_sampler(spec),
             points_to_evaluate=[encode_point(space, p) for p in s.points_to_evaluate] or None,
             study_name=spec.name,
             storage=study_storage(experiment_dir(spec, storage)),
             epochs=spec.epochs,
+            feasibility=feasibility,
         )
         if warm is not None and warm.trials:  # the study exists now: it was made with the space
             add_to_study(_ray_private.optuna_study(alg), spec, warm)
     elif s.algorithm == "grid":
         from trainables.tune.searchers import GridSearch
 
-        alg = GridSearch(space, repeats=s.num_samples or 1, points=s.points_to_evaluate)
+        alg = GridSearch(space, repeats=s.num_samples or 1, points=s.points_to_evaluate, feasibility=feasibility)
     else:  # random: Ray's generator samples the Ray Tune domains and limits concurrency itself
         alg = BasicVariantGenerator(
             points_to_evaluate=list(s.points_to_evaluate) or None,
@@ -47,6 +52,19 @@ def _search_alg(spec: Spec, *, storage: str | None = None, warm: Warm | None = N
         )
         return alg, ray_space(space, seed=s.seed)
     return (ConcurrencyLimiter(alg, max_concurrent=s.max_concurrent) if s.max_concurrent else alg), {}
+
+
+def _sampler(spec: Spec):
+    """TPE (multi-objective too) or NSGA-II, seeded; random for random search. Constraints reach them as
+    each trial's constraint values (StudySearch.suggest)."""
+    import optuna
+
+    s = spec.search
+    if s.algorithm == "random":
+        return optuna.samplers.RandomSampler(seed=s.seed)
+    if s.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=s.seed)
+    return optuna.samplers.TPESampler(seed=s.seed)
 
 
 def study_storage(path: str):
@@ -107,7 +125,7 @@ def trainable_for(spec: Spec, *, storage: str | None = None):
         from trainables.tune.trainable import program
 
         fn = tune.with_parameters(program, file=spec.program.file, command=spec.program.command, metric=spec.metric,
-                                  sweep=spec.name, home=os.getcwd(), blocks=spec.program.nested)
+                                  sweep=spec.name, home=os.getcwd(), paths=spec.program.nested)
     elif spec.trainable == "classifier":
         from trainables.tune.trainable import classifier
 

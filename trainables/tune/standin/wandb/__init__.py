@@ -6,14 +6,18 @@ Only the standard library: it runs in the user's program, whatever that has inst
 from __future__ import annotations
 
 import atexit
+import importlib
+import importlib.abc
+import importlib.machinery
 import json
 import math
 import os
 import sys
+import types
 
 __version__ = "0.0.0+trainables"
 _SWEEP = os.environ.get("TRAINABLES_WANDB_CONFIG")  # the trial's hyperparameters, nested (JSON)
-_OUT = os.environ.get("TRAINABLES_WANDB_FD")  # where committed rows go, one JSON line each
+_OUT = os.environ.get("TRAINABLES_WANDB_PIPE")  # the trial's named pipe: committed rows go there, one JSON line each
 _warned: set[str] = set()
 
 
@@ -51,18 +55,35 @@ class _Noop:
         return iter(())
 
 
-def _send(message: dict) -> None:
-    global _stream
-    if _stream is None:
-        return
+def _open(path):
+    """The trial's pipe; nothing outside a trial (the script run by hand): then every call is harmless."""
     try:
-        _stream.write(json.dumps(message, default=str) + "\n")
-        _stream.flush()
-    except (OSError, ValueError):  # the trial stopped listening: it is ending this program
-        _stream = None
+        import stat
+
+        return open(path, "w", buffering=1) if path and stat.S_ISFIFO(os.stat(path).st_mode) else None
+    except OSError:
+        return None
 
 
-_stream = os.fdopen(int(_OUT), "w", buffering=1) if _OUT and _OUT.isdigit() else None
+_stream = None
+
+
+def _send(message: dict) -> None:
+    """One JSON line to the trial; opened at the first message (after whatever the script did to its
+    descriptors), opened again once if the script closed it."""
+    global _stream
+    line = json.dumps(message, default=str) + "\n"
+    for _ in range(2):
+        if _stream is None:
+            _stream = _open(_OUT)
+            if _stream is None:
+                return
+        try:
+            _stream.write(line)
+            _stream.flush()
+            return
+        except (OSError, ValueError):
+            _stream = None
 
 
 def _load_sweep() -> dict:
@@ -168,7 +189,7 @@ def _numbers(d: dict, prefix: str = "") -> dict:
         if isinstance(v, dict):
             out.update(_numbers(v, name + "."))
         elif isinstance(v, bool):
-            out[name] = int(v)
+            continue  # W&B counts no bool as a value of a metric
         elif isinstance(v, (int, float)):
             out[name] = v
         elif hasattr(v, "__float__") and not isinstance(v, str):  # numpy and torch scalars
@@ -260,12 +281,21 @@ def init(*args, config=None, name=None, project=None, group=None, tags=None, not
                       if k != "wandb_version"}
         except ImportError:
             _warn("config-defaults.yaml (needs PyYAML)")
+    if isinstance(config, str):  # a YAML file, as wandb reads it
+        try:
+            import yaml
+
+            with open(config) as f:
+                config = {k: (v["value"] if isinstance(v, dict) and "value" in v else v)
+                          for k, v in (yaml.safe_load(f) or {}).items() if k != "wandb_version"}
+        except ImportError:
+            _warn("init(config=<file>) (needs PyYAML)")
+            config = None
     if config is not None:
-        if isinstance(config, str):
-            _warn("init(config=<file>)")
-        else:
-            values = _merge(values, dict(vars(config) if hasattr(config, "__dict__") and not isinstance(
-                config, dict) else config))
+        given = dict(vars(config) if hasattr(config, "__dict__") and not isinstance(config, dict) else config)
+        exclude, include = kwargs.get("config_exclude_keys"), kwargs.get("config_include_keys")
+        given = {k: v for k, v in given.items() if (not exclude or k not in exclude) and (not include or k in include)}
+        values = _merge(values, given)
     sweep = _load_sweep()
     values = _merge(values, sweep)
     globals()["config"] = cfg = Config(values, locked=set(sweep))
@@ -306,6 +336,48 @@ def __getattr__(name):
         raise AttributeError(name)
     _warn(name)
     return _Noop()
+
+
+class Error(Exception):
+    """wandb.Error, and every class of wandb.errors: real exceptions, so `except wandb.errors.X:` works."""
+
+
+class _Errors(types.ModuleType):
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        cls = type(name, (Error,), {})
+        setattr(self, name, cls)
+        return cls
+
+
+class _Submodule(types.ModuleType):
+    """wandb.sdk, wandb.integration.keras, ...: every name a no-op (named once on stderr)."""
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        _warn(f"{self.__name__.removeprefix('wandb.')}.{name}")
+        return _Noop
+
+
+class _Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def find_spec(self, fullname, path, target=None):
+        if fullname.startswith("wandb.") and fullname not in sys.modules:
+            return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
+        return None
+
+    def create_module(self, spec):
+        module = (_Errors if spec.name == "wandb.errors" else _Submodule)(spec.name)
+        module.__path__ = []
+        return module
+
+    def exec_module(self, module):
+        pass
+
+
+sys.meta_path.append(_Finder())
+errors = importlib.import_module("wandb.errors")
 
 
 atexit.register(lambda: run._commit() if run is not None and not run._finished else None)
