@@ -77,9 +77,12 @@ def _overview(doc: Document, sweep) -> None:
     doc.h(1, f"Sweep {s.name}")
     if s.description:
         doc.p(s.description)
+    goal = (f"Objectives {', '.join(f'**{m}** ({d})' for m, d in s.objectives)}" if s.multi
+            else f"Metric **{s.metric}** ({s.mode})")
+    what = (f"program `{s.program.file}`, run until it ends" if s.program is not None
+            else f"dataset {s.dataset.name}; up to {s.epochs} epochs per trial")
     doc.p(f"{len(sweep.trials)} trials: {c['completed']} completed, {c['stopped early']} stopped early, "
-          f"{c['errored']} errored. Metric **{s.metric}** ({s.mode}); {s.search.algorithm} search, "
-          f"{s.scheduler.name} scheduler; dataset {s.dataset.name}; up to {s.epochs} epochs per trial; "
+          f"{c['errored']} errored. {goal}; {s.search.algorithm} search, {s.scheduler.name} scheduler; {what}; "
           f"{sum(t.seconds for t in sweep.trials):.0f}s of training over all trials.")
     doc.p(f"Results: `{sweep.path}`. Best configuration as YAML: `tune best {s.name}`.")
     run = read_run_file(sweep.path)

@@ -166,6 +166,10 @@ class Tracker:
         params = {"dataset": s.dataset.name, "epochs": s.epochs, "num_samples": s.num_samples, "metric": s.metric,
                   "mode": s.mode, "search_algorithm": s.search.algorithm, "scheduler": s.scheduler.name,
                   "searched": ",".join(s.searched)}
+        if s.multi:
+            params["objectives"] = ", ".join(f"{m} {d}" for m, d in s.objectives)
+        if s.constraints:
+            params["constraints"] = "; ".join(s.constraints)
         params.update({k: p.value for k, p in s.space.items() if not p.searched and k not in params})
         batch = [Param(k, param_value(v)[:6000]) for k, v in params.items()]
         parent = self.parent_id
