@@ -119,18 +119,3 @@ def test_random_draws_of_priors_repeat_with_the_seed():
     space = {"n": parse_param({"normal": [0, 1]})}
     assert _ray_draws(space, n=5, seed=3) == _ray_draws(space, n=5, seed=3) != _ray_draws(space, n=5, seed=4)
 
-
-def test_a_trial_stopped_early_is_pruned_in_the_study():
-    """TPE ranks a trial ASHA stopped below every trial that trained to the end (by how far it got)."""
-    from trainables.results.read import STOPPED
-    from trainables.tune.study import StudySearch
-
-    search = StudySearch(space=DefineByRun({"x": Uniform(0.0, 1.0)}), metric="val_acc", mode="max", epochs=5)
-    for i, (step, stopped) in enumerate([(2, True), (5, True), (3, False)]):
-        search.suggest(f"t{i}")
-        search.on_trial_result(f"t{i}", {"val_acc": 0.1, "training_iteration": 1})
-        search.on_trial_complete(f"t{i}", {"val_acc": 0.5 + i, "training_iteration": step, STOPPED: stopped})
-    study = search._ot_study
-    states = [(t.state.name, t.value, t.last_step) for t in sorted(study.trials, key=lambda t: t.number)]
-    # stopped at epoch 2 of 5: pruned there; at the last epoch, or ended by itself: complete
-    assert states == [("PRUNED", 0.5, 2), ("COMPLETE", 1.5, 1), ("COMPLETE", 2.5, 1)]

@@ -146,14 +146,21 @@ def test_stopping_a_trial_stops_the_program_and_its_children(tmp_path):
                     workdir=str(tmp_path / "trial"), trial_id="t", sweep="s", home=str(tmp_path))
     assert time.monotonic() - t0 < 5
     for pid in map(int, pids.read_text().split()):
-        for _ in range(50):
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.1)
-        else:
-            raise AssertionError(f"process {pid} outlived its trial")
+        assert _gone(pid), f"process {pid} outlived its trial"
+
+
+def _gone(pid: int, seconds: float = 5.0) -> bool:
+    """Whether the process ends within `seconds` (killed here if it does not)."""
+    import signal
+
+    for _ in range(int(seconds * 10)):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    return False
 
 
 def test_a_killed_trial_process_leaves_no_program(tmp_path):
@@ -175,15 +182,7 @@ def test_a_killed_trial_process_leaves_no_program(tmp_path):
         time.sleep(0.1)
     worker.send_signal(signal.SIGKILL)
     worker.wait()
-    pid = int(pids.read_text())
-    for _ in range(50):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    os.kill(pid, signal.SIGKILL)
-    raise AssertionError("the program outlived its trial's process")
+    assert _gone(int(pids.read_text())), "the program outlived its trial's process"
 
 
 def test_rows_go_to_the_trial_whatever_the_script_opened_first(tmp_path):

@@ -105,19 +105,6 @@ def set_milestones(scheduler, milestones: list[int]) -> None:
         bracket._rungs = [(m, {}) for m in sorted(milestones, reverse=True)]  # ASHA keeps the last first
 
 
-def report_last(searcher, trial_id: str, value: float, step: int) -> bool:
-    """The stopping result as the intermediate value of an OptunaSearch trial (Tune tells a searcher
-    nothing of the result on which it stops a trial); False if the trial is unknown or already ended."""
-    trial = searcher._ot_trials.get(trial_id)
-    if trial is None or trial_id in searcher._completed_trials:
-        return False
-    try:
-        trial.report(value, step)
-    except Exception:  # noqa: BLE001 - NaN, or a step already there: the trial's last report stands
-        pass
-    return True
-
-
 def optuna_trial(searcher, trial_id: str):
     """The Optuna trial OptunaSearch asked for this Tune trial."""
     return searcher._ot_trials[trial_id]

@@ -43,33 +43,34 @@ def nested(config: dict[str, Any], paths: dict[str, list[str]]) -> dict[str, Any
     return out
 
 
+# W&B's argument macros: each parameter -> its arguments (values as Python's str() writes them, as W&B's agent)
+PER_PARAMETER: dict[str, Callable[[str, Any], list[str]]] = {
+    "${args}": lambda k, v: [f"--{k}={v}"],
+    "${args_no_hyphens}": lambda k, v: [f"{k}={v}"],
+    "${args_no_equals}": lambda k, v: [f"--{k}", str(v)],
+    "${args_no_boolean_flags}": lambda k, v: [] if v is False else [f"--{k}"] if v is True else [f"--{k}={v}"],
+    "${args_append_hydra}": lambda k, v: [f"+{k}={v}"],
+    "${args_override_hydra}": lambda k, v: [f"++{k}={v}"],
+}
+
+
 def command_line(command: list[str], *, program: str, config: dict[str, Any], config_file: str) -> list[str]:
     """The command with W&B's macros expanded as its agent does: a whole element `${name}` becomes its
     arguments; `${envvar:NAME}` works inside an element. ${interpreter} is this Python (W&B: `python`)."""
     argv: list[str] = []
     for part in command:
-        if part == "${env}":
+        if part in PER_PARAMETER:
+            argv += [x for k, v in config.items() for x in PER_PARAMETER[part](k, v)]
+        elif part == "${env}":
             argv += [] if os.name == "nt" else ["/usr/bin/env"]
         elif part == "${interpreter}":
             argv.append(sys.executable)
         elif part == "${program}":
             argv.append(program)
-        elif part == "${args}":
-            argv += [f"--{k}={v}" for k, v in config.items()]
-        elif part == "${args_no_hyphens}":
-            argv += [f"{k}={v}" for k, v in config.items()]
-        elif part == "${args_no_equals}":
-            argv += [x for k, v in config.items() for x in (f"--{k}", str(v))]
-        elif part == "${args_no_boolean_flags}":
-            argv += [f"--{k}" if v is True else f"--{k}={v}" for k, v in config.items() if v is not False]
         elif part == "${args_json}":
             argv.append(json.dumps(config))
         elif part == "${args_json_file}":
             argv.append(config_file)
-        elif part == "${args_append_hydra}":
-            argv += [f"+{k}={v}" for k, v in config.items()]
-        elif part == "${args_override_hydra}":
-            argv += [f"++{k}={v}" for k, v in config.items()]
         else:
             argv.append(ENVVAR.sub(lambda m: os.environ.get(m.group(1), m.group(1)), part))
     return argv

@@ -6,7 +6,6 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from trainables.results.layout import record_skipped
-from trainables.results.read import STOPPED
 from trainables.search.feasible import MAX_SKIPS, Feasibility, infeasible
 from trainables.tune import _ray_private
 
@@ -17,14 +16,10 @@ class StudySearch(OptunaSearch):
     searcher. What the study already has is kept, and what the restored searcher will never finish (a
     trial asked for after the last snapshot) is marked failed.
 
-    A trial the scheduler stopped early is told to the study as PRUNED at the epoch it reached, not as
-    COMPLETE with its early value: TPE then ranks it below every trial that trained to the end (by how
-    far it got, then its value), as Optuna's own pruners have it, instead of taking an epoch-1 value for
-    what the configuration can do."""
+    With `constraints:`, a configuration that violates them is never handed to Tune (suggest)."""
 
-    def __init__(self, *args, epochs: int, feasibility: Feasibility | None = None, **kwargs):
+    def __init__(self, *args, feasibility: Feasibility | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.epochs = epochs
         self.feasibility = feasibility
         self.skipped = 0  # configurations never trained: they violate the constraints
 
@@ -46,18 +41,8 @@ class StudySearch(OptunaSearch):
             record_skipped(self.feasibility.sweep_path, config, violations)
             values = [0.0] * len(self.metric) if isinstance(self.metric, list) else 0.0  # unused: infeasible
             _ray_private.forget_trial(self, trial_id)
-            self._ot_study.tell(trial, values)
+            _ray_private.optuna_study(self).tell(trial, values)
         return Searcher.FINISHED  # nothing left that may train
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if isinstance(self.metric, list):  # several objectives: no scheduler stops a trial early
-            return super().on_trial_complete(trial_id, result=result, error=error)
-        step = (result or {}).get("training_iteration")
-        value = (result or {}).get(self.metric)
-        stopped = bool(result and result.get(STOPPED)) and not error and isinstance(step, int) and step < self.epochs
-        if stopped and isinstance(value, (int, float)) and _ray_private.report_last(self, trial_id, value, step):
-            return super().on_trial_complete(trial_id, result=None)  # no value: PRUNED, at its last report
-        return super().on_trial_complete(trial_id, result=result, error=error)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         try:

@@ -35,7 +35,6 @@ def _search_alg(spec: Spec, *, storage: str | None = None, warm: Warm | None = N
             points_to_evaluate=[encode_point(space, p) for p in s.points_to_evaluate] or None,
             study_name=spec.name,
             storage=study_storage(experiment_dir(spec, storage)),
-            epochs=spec.epochs,
             feasibility=feasibility,
         )
         if warm is not None and warm.trials:  # the study exists now: it was made with the space
@@ -64,7 +63,13 @@ def _sampler(spec: Spec):
         return optuna.samplers.RandomSampler(seed=s.seed)
     if s.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=s.seed)
-    return optuna.samplers.TPESampler(seed=s.seed)
+    return optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=startup_trials(s.num_samples or 10))
+
+
+def startup_trials(num_samples: int) -> int:
+    """Random trials before TPE models the results: Optuna's 10, or a quarter of a smaller budget (at least
+    3), so that a 12-trial sweep is not 10 random trials and 2 guided ones."""
+    return max(3, min(10, num_samples // 4))
 
 
 def study_storage(path: str):

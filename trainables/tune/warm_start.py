@@ -73,14 +73,10 @@ def gather(spec: Spec, storage: str | None) -> Warm:
 
 
 def add_to_study(study, spec: Spec, warm: Warm) -> None:
-    """Each warm trial as a finished trial of the study (with the distributions this space gives); one a
-    scheduler stopped early as PRUNED at the epoch it reached, as this sweep's own (tune/study.py)."""
+    """Each warm trial as a finished trial of the study (with the distributions this space gives)."""
     import optuna
 
     dists = {k: distribution(p) for k, p in spec.space.items() if p.searched}
     for params, value, attrs in warm.trials:
-        pruned = attrs["stopped_early"]
-        study.add_trial(optuna.trial.create_trial(
-            params=params, distributions={k: dists[k] for k in params}, value=value, user_attrs=attrs,
-            state=optuna.trial.TrialState.PRUNED if pruned else optuna.trial.TrialState.COMPLETE,
-            intermediate_values={max(1, attrs["epochs"]): value} if pruned else None))
+        study.add_trial(optuna.trial.create_trial(params=params, distributions={k: dists[k] for k in params},
+                                                  value=value, user_attrs=attrs))
