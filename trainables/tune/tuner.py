@@ -63,13 +63,7 @@ def _sampler(spec: Spec):
         return optuna.samplers.RandomSampler(seed=s.seed)
     if s.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=s.seed)
-    return optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=startup_trials(s.num_samples or 10))
-
-
-def startup_trials(num_samples: int) -> int:
-    """Random trials before TPE models the results: Optuna's 10, or a quarter of a smaller budget (at least
-    3), so that a 12-trial sweep is not 10 random trials and 2 guided ones."""
-    return max(3, min(10, num_samples // 4))
+    return optuna.samplers.TPESampler(seed=s.seed)
 
 
 def study_storage(path: str):
