@@ -1,6 +1,7 @@
 """Figure 3c: several objectives. On figure 3's digits space with objectives (val_acc max, total_params
-min), the hypervolume the multi-objective TPE search reaches against random search, same trial budget,
-both with FIFO (no scheduler compares trials by one metric), over several seeds.
+min), the hypervolume the multi-objective TPE search reaches against random search, same trial budget
+(tune bench: twice figure 3's, since TPE's first 10 trials are random), both with FIFO (no scheduler
+compares trials by one metric), over several seeds.
 
 The reference point of a seed is (val_acc 0, the largest total_params either side saw): the area each
 side's trials dominate inside it, measured on each trial's best epoch, as a ratio (TPE over random).
