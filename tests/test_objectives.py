@@ -147,3 +147,22 @@ def test_a_multi_objective_sweep(tune_in_process, tmp_path):
     parent = [r for r in client.search_runs([client.get_experiment_by_name("mo").experiment_id])
               if "pareto_trials" in r.data.tags]
     assert parent and set(parent[0].data.tags["pareto_trials"].split(",")) == {t.trial_id for t in sweep.pareto()}
+
+
+@pytest.mark.parametrize("constraint, holds", [
+    ("total_params <= 1", False),                 # no model is that small
+    ("total_params / 0 < 1", False),              # cannot be computed: never trains
+    ("batch_size * image_size <= 100", False),    # digits reach the cnn at 32 px, not 0
+    ("image_size == 32 and total_params <= 4000", True),
+])
+def test_constraints_nothing_can_satisfy_are_found_before_the_sweep(constraint, holds, tmp_path):
+    from tests.helpers import run_cli
+    from trainables.search.feasible import check_feasible
+
+    text = SPEC.replace('constraints: ["total_params <= 4000"]', f'constraints: ["{constraint}"]')
+    text = text.replace("  model: cnn\n", "  model: cnn\n  batch_size: 32\n")
+    held, tried = check_feasible(parse_spec(text))
+    assert (held == 1) == holds and tried >= 1
+    if not holds and constraint.startswith("total_params <="):
+        out = run_cli("validate", "--offline", write(tmp_path / "s.yaml", text), cwd=tmp_path, check=2)
+        assert "none of 200 configurations drawn from the space satisfies the constraints" in out.stderr

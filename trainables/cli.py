@@ -63,7 +63,7 @@ def validate(spec_file, overrides, offline):
     from trainables.spec.space import describe
 
     try:
-        spec = preflight(_said(load_spec(spec_file, overrides)), say=click.echo)
+        spec = _feasible(preflight(_said(load_spec(spec_file, overrides)), say=click.echo))
         if spec.tracking.enabled and not offline:
             from trainables.tracking.server import check_reachable, resolve_uri
 
@@ -83,6 +83,18 @@ def validate(spec_file, overrides, offline):
     width = max((len(k) for k in spec.parameters), default=0)
     for name, p in spec.space.items():
         click.echo(f"  {name:<{width}}  {describe(p)}")
+
+
+def _feasible(spec):
+    """Constraints that no configuration drawn before the sweep satisfies: bad input, not an empty sweep."""
+    from trainables.search.feasible import check_feasible
+
+    held, tried = check_feasible(spec)
+    if tried and not held:
+        raise SpecError(f"none of {tried} configurations drawn from the space satisfies the constraints "
+                        f"({'; '.join(spec.constraints)}): the sweep would train nothing", file=spec.source,
+                        path="constraints")
+    return spec
 
 
 def _said(spec):
@@ -131,7 +143,7 @@ def run(spec_file, overrides, address, storage, resume, dry_run):
     from trainables.tune.warm_start import gather
 
     try:
-        spec = preflight(_said(load_spec(spec_file, overrides)), say=click.echo)
+        spec = _feasible(preflight(_said(load_spec(spec_file, overrides)), say=click.echo))
         if spec.tracking.enabled and not dry_run:  # before Ray starts: a server that is down costs nothing
             check_reachable(resolve_uri(spec.tracking.uri), file=spec.source)
         path = layout.experiment_dir(spec, storage)

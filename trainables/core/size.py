@@ -10,7 +10,8 @@ import torch
 from trainables.core.data import DatasetConfig, image_size_for
 from trainables.core.models import get_model
 
-SIZES = ("total_params", "trainable_params", "activations")  # the names constraints may use besides parameters
+# the names constraints may use besides parameters (image_size: the input the model gets, as the trial's)
+SIZES = ("total_params", "trainable_params", "activations", "image_size")
 # dataset -> (classes, channels, its own image size) as the loaders make them
 _SHAPES = {"digits": (10, 1, 32), "mnist": (10, 1, 28), "cifar10": (10, 3, 32)}
 
@@ -31,7 +32,8 @@ def dataset_shape(cfg: DatasetConfig) -> tuple[int, int, int]:
 
 
 def model_size(config: dict[str, Any], dataset: DatasetConfig) -> dict[str, int]:
-    """total_params, trainable_params and activations (values every layer outputs for one example)."""
+    """total_params, trainable_params, activations (values every layer outputs for one example) and the
+    image_size the model is given (the spec's, the model's own, or the dataset's)."""
     entry = get_model(config.get("model", "cnn"))
     fields = entry.params.model_fields
     values = {k: v for k, v in config.items() if k in fields}
@@ -58,4 +60,4 @@ def model_size(config: dict[str, Any], dataset: DatasetConfig) -> dict[str, int]
         finally:
             for h in hooks:
                 h.remove()
-    return {"total_params": total, "trainable_params": trainable, "activations": outputs[0]}
+    return {"total_params": total, "trainable_params": trainable, "activations": outputs[0], "image_size": size}

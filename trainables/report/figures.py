@@ -14,7 +14,7 @@ from trainables.report.values import STATUS_COLORS, by_model, epochs_of, fmt, la
 TOP_CURVES = 5  # learning curves of this many best trials
 
 
-def _figure(path: Path, draw: Callable[[Any], Any], *, size=(6.4, 4.2)) -> bool:
+def save_figure(path: Path, draw: Callable[[Any], Any], *, size=(6.4, 4.2)) -> bool:
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -63,7 +63,7 @@ def fig_metric_vs_param(sweep, name: str, path: Path) -> bool:
         ax.set_title(f"{spec.metric} vs {name}")
         ax.grid(alpha=0.3)
 
-    return _figure(path, draw)
+    return save_figure(path, draw)
 
 
 def _category_ticks(ax, cats: list[str]) -> None:
@@ -153,7 +153,7 @@ def fig_parallel(sweep, path: Path) -> bool:
         ax.set_title(f"parallel coordinates (colour: {spec.metric}, brighter is better)")
         fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=spec.metric, pad=0.02)
 
-    return _figure(path, draw, size=(max(6.4, 1.5 * len(axes)), 4.5))
+    return save_figure(path, draw, size=(max(6.4, 1.5 * len(axes)), 4.5))
 
 
 def fig_importance(imp: dict[str, float] | None, path: Path) -> bool:
@@ -168,7 +168,7 @@ def fig_importance(imp: dict[str, float] | None, path: Path) -> bool:
         ax.set_title("parameter importance")
         ax.grid(axis="x", alpha=0.3)
 
-    return _figure(path, draw, size=(6.4, 1.2 + 0.45 * len(imp)))
+    return save_figure(path, draw, size=(6.4, 1.2 + 0.45 * len(imp)))
 
 
 def fig_learning_curves(sweep, path: Path, top: int = TOP_CURVES) -> bool:
@@ -196,7 +196,7 @@ def fig_learning_curves(sweep, path: Path, top: int = TOP_CURVES) -> bool:
             ax.grid(alpha=0.3)
         ax1.legend(fontsize=7)
 
-    return _figure(path, draw, size=(10, 4))
+    return save_figure(path, draw, size=(10, 4))
 
 
 def fig_wall_time(sweep, path: Path) -> bool:
@@ -215,7 +215,7 @@ def fig_wall_time(sweep, path: Path) -> bool:
         ax.set_title("wall time per trial (blue completed, orange stopped early, red errored)", fontsize=9)
         ax.tick_params(axis="y", labelsize=7)
 
-    return _figure(path, draw, size=(7, 1.2 + 0.3 * len(trials)))
+    return save_figure(path, draw, size=(7, 1.2 + 0.3 * len(trials)))
 
 
 def fig_models(sweep, path: Path) -> bool:
@@ -236,7 +236,7 @@ def fig_models(sweep, path: Path) -> bool:
         ax.set_title(f"{spec.metric} by model")
         ax.grid(axis="y", alpha=0.3)
 
-    return _figure(path, draw)
+    return save_figure(path, draw)
 
 
 def fig_retrain(info: dict[str, Any] | None, metric: str, path: Path) -> bool:
@@ -257,4 +257,4 @@ def fig_retrain(info: dict[str, Any] | None, metric: str, path: Path) -> bool:
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
 
-    return _figure(path, draw)
+    return save_figure(path, draw)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from trainables.report.document import Document
-from trainables.report.figures import _figure
+from trainables.report.figures import save_figure
 from trainables.report.values import fmt, label
 from trainables.results.layout import read_skipped
 
@@ -40,7 +40,7 @@ def fig_pareto(sweep, path: Path) -> bool:
         ax.set_title("Pareto front" + (f" (objectives 1 and 2 of {len(spec.objectives)})"
                                        if len(spec.objectives) > 2 else ""))
 
-    return _figure(path, draw)
+    return save_figure(path, draw)
 
 
 def pareto_section(doc: Document, sweep, figures: Path) -> None:

@@ -6,13 +6,15 @@ computed only when a constraint names it.
 """
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from trainables.core.size import SIZES
 from trainables.spec.constraints import Constraint, ConstraintError
 from trainables.spec.schema import Spec
 
-MAX_SKIPS = 10_000  # configurations in a row that violate the constraints before the search gives up
+MAX_SKIPS = 1_000  # configurations in a row that violate the constraints before the search gives up
+DRAWS = 200  # configurations drawn before the sweep starts, to find one that satisfies the constraints
 
 
 class Feasibility:
@@ -33,8 +35,6 @@ class Feasibility:
         if not self.constraints:
             return []
         values = {k: v for k, v in config.items() if isinstance(v, (int, float))}
-        if self.classifier:
-            values.setdefault("image_size", self.dataset.image_size or 0)
         if self.sized:  # the model built on the meta device: milliseconds, no memory
             from trainables.core.size import model_size
 
@@ -50,3 +50,30 @@ class Feasibility:
 
 def infeasible(violations: list[float]) -> bool:
     return any(v > 0 for v in violations)
+
+
+def check_feasible(spec: Spec) -> tuple[int, int]:
+    """(configurations that satisfy the constraints, configurations tried): up to DRAWS random draws of the
+    space (a grid: its first DRAWS points), stopping at the first that holds. (0, n) means the sweep
+    would train nothing."""
+    import optuna
+
+    from trainables.search.optuna import DefineByRun
+    from trainables.spec.space import grid_points
+
+    feasibility = Feasibility(spec)
+    if not feasibility:
+        return 0, 0
+    if spec.search.algorithm == "grid":
+        configs = itertools.islice(grid_points(spec.space), DRAWS)
+    else:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=spec.search.seed))
+        define = DefineByRun(spec.space)
+        configs = (define(study.ask()) for _ in range(DRAWS))
+    tried = 0
+    for config in configs:
+        tried += 1
+        if not infeasible(feasibility.violations(config)):
+            return 1, tried
+    return 0, tried

@@ -137,10 +137,10 @@ def _check_search(spec: Spec, doc) -> None:
 def _check_objectives(spec: Spec, doc) -> None:
     """Several objectives: a search that can take them, no scheduler that compares trials by one metric,
     a select rule over one of them; constraints that parse."""
+    from trainables.core.size import SIZES
     from trainables.spec.constraints import Constraint, ConstraintError
 
-    known = set(spec.space) | ({"total_params", "trainable_params", "activations", "image_size"}
-                               if spec.trainable == "classifier" else set())
+    known = set(spec.space) | (set(SIZES) if spec.trainable == "classifier" else set())
     for i, text in enumerate(spec.constraints):
         try:
             c = Constraint.parse(text)
@@ -148,10 +148,9 @@ def _check_objectives(spec: Spec, doc) -> None:
             raise doc.error(str(e), ("constraints", i)) from None
         unknown = sorted(c.names - known)
         if unknown:
-            raise doc.error(f"unknown name {unknown[0]!r} in {c.text!r}; constraints use the parameters"
-                            + (" and total_params, trainable_params, activations, image_size"
-                               if spec.trainable == "classifier" else "") + did_you_mean(unknown[0], sorted(known)),
-                            ("constraints", i))
+            sizes = f" and {', '.join(SIZES)}" if spec.trainable == "classifier" else ""
+            raise doc.error(f"unknown name {unknown[0]!r} in {c.text!r}; constraints use the parameters{sizes}"
+                            f"{did_you_mean(unknown[0], sorted(known))}", ("constraints", i))
     if spec.constraints and spec.search.algorithm == "random" and any(
             isinstance(p, Choice) and p.grid for p in spec.space.values()):
         raise doc.error("constraints with random search draw each configuration: use choice instead of grid here",
