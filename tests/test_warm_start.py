@@ -31,10 +31,18 @@ def _study(folder) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{folder / 'optuna.db'}")
 
 
-def test_a_bayesian_sweep_starts_from_a_random_one(tune_in_process, tmp_path):
+@pytest.fixture(scope="module")
+def earlier(tune_in_process, tmp_path_factory):
+    """One 4-trial random sweep ('rand'), the earlier sweep both warm starts below read."""
+    folder = tmp_path_factory.mktemp("earlier")
+    tune_in_process("run", write(folder / "a.yaml", SPEC.format(name="rand", algorithm="random", samples=4)),
+                    cwd=folder)
+    return folder
+
+
+def test_a_bayesian_sweep_starts_from_a_random_one(tune_in_process, earlier):
     """Seed 004's two sweeps in a row: the random sweep's trials are in the study before the first new one."""
-    tune_in_process("run", write(tmp_path / "a.yaml", SPEC.format(name="rand", algorithm="random", samples=4)),
-                    cwd=tmp_path)
+    tmp_path = earlier
     spec = write(tmp_path / "b.yaml", SPEC.format(name="tpe", algorithm="optuna", samples=2))
     out = tune_in_process("run", spec, "-o", "search.warm_start=[rand]", cwd=tmp_path)
     assert "warm start: 4 of 4 trials of sweep 'rand' given to the search" in out, out
@@ -46,11 +54,10 @@ def test_a_bayesian_sweep_starts_from_a_random_one(tune_in_process, tmp_path):
     assert all("warm_start_from" not in t.user_attrs for t in trials[4:])
 
 
-def test_trials_that_do_not_fit_the_space_are_reported(tune_in_process, tmp_path):
-    tune_in_process("run", write(tmp_path / "a.yaml", SPEC.format(name="wide", algorithm="random", samples=4)),
-                    cwd=tmp_path)
-    spec = write(tmp_path / "b.yaml", SPEC.format(name="narrow", algorithm="optuna", samples=1))
-    out = tune_in_process("run", spec, "-o", "search.warm_start=[wide]", "-o",
+def test_trials_that_do_not_fit_the_space_are_reported(tune_in_process, earlier):
+    tmp_path = earlier
+    spec = write(tmp_path / "c.yaml", SPEC.format(name="narrow", algorithm="optuna", samples=1))
+    out = tune_in_process("run", spec, "-o", "search.warm_start=[rand]", "-o",
                           "parameters.activation={choice: [relu]}", cwd=tmp_path)
     line = next(ln for ln in out.splitlines() if ln.startswith("warm start:"))
     used = int(line.split()[2])
