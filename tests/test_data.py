@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from tests.helpers import Payload
@@ -19,7 +21,9 @@ from trainables.core.data import (
     TensorSplit,
     load_splits,
     split_indices,
+    stratified_split,
 )
+from trainables.core.data.stratify import TooFewImages
 from trainables.core.models.registry import Preprocess
 
 
@@ -60,6 +64,24 @@ def test_split_indices_stratified_disjoint_and_seeded():
 
     tr2, va2, te2 = split_indices(labels, cfg, has_test=True)  # the dataset brings its own test split
     assert len(te2) == 0 and len(tr2) + len(va2) == len(labels)
+
+
+@settings(max_examples=300, deadline=None)
+@given(labels=st.lists(st.integers(0, 11), min_size=2, max_size=300), as_text=st.booleans(),
+       fraction=st.sampled_from([0.1, 0.2, 0.25, 0.5]) | st.floats(0.01, 0.99), seed=st.integers(0, 2**32 - 1))
+def test_stratified_split_is_scikit_learns_index_for_index(labels, as_text, fraction, seed):
+    # the port spares each trial process scikit-learn's import; splits must not move for it
+    from sklearn.model_selection import train_test_split
+
+    y = np.array([f"class{v}" for v in labels] if as_text else labels)
+    try:
+        rest, held = train_test_split(np.arange(len(y)), test_size=fraction, stratify=y, random_state=seed)
+    except ValueError:
+        with pytest.raises(TooFewImages):
+            stratified_split(y, fraction, seed)
+        return
+    ours = stratified_split(y, fraction, seed)
+    assert np.array_equal(ours[0], np.sort(rest)) and np.array_equal(ours[1], np.sort(held))
 
 
 def test_digits_splits_sizes_and_identical_reloads():

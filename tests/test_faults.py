@@ -167,15 +167,26 @@ def test_an_image_folder_needs_two_classes(tmp_path):
     assert result.exit_code == 2 and "two class folders" in result.output
 
 
+def test_a_class_too_small_to_split_is_named_before_any_trial(tmp_path):
+    # each trial would make the same stratified split and fail on it
+    root = _image_folder(tmp_path / "data", n=5)
+    for f in list((root / "train" / "b").iterdir())[1:]:
+        f.unlink()
+    result = _validate(tmp_path, FOLDER_SPEC.replace("ROOT", str(root)))
+    assert result.exit_code == 2 and "dataset.root" in result.output and "b: 1" in result.output, result.output
+    result = _validate(tmp_path, FOLDER_SPEC.replace("ROOT", str(_image_folder(tmp_path / "d2", n=3))))
+    assert result.exit_code == 2 and "cannot hold one of each of 2 classes" in result.output, result.output
+
+
 def test_a_corrupt_image_is_named_or_skipped_with_a_count(tmp_path):
-    root = _image_folder(tmp_path / "data")
+    root = _image_folder(tmp_path / "data", n=5)
     bad = root / "train" / "b" / "1.jpg"
     bad.write_bytes(bad.read_bytes()[:200])  # cut short, as an interrupted copy leaves it
     result = _validate(tmp_path, FOLDER_SPEC.replace("ROOT", str(root)))
     assert result.exit_code == 2 and str(bad) in result.output and "skip_bad_images" in result.output
     result = _validate(tmp_path, FOLDER_SPEC.replace("ROOT", str(root)), "dataset.skip_bad_images=true")
     assert result.exit_code == 0, result.output
-    assert "leaving out 1 of 6 images" in result.output
+    assert "leaving out 1 of 10 images" in result.output
 
 
 def test_a_skipped_image_is_left_out_of_the_trials_data(tmp_path):

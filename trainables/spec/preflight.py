@@ -87,6 +87,7 @@ def _image_folder(spec: Spec, say: Callable[[str], None]) -> Spec:
         test = [s for s in test if s[0] not in left_out] if test is not None else None
     if len(classes) < 2:
         raise _error(spec, f"{d.name}: a classifier needs at least two class folders; found {classes}", "dataset.root")
+    _splittable(spec, [y for _, y in samples], has_test=test is not None, classes=classes)
     files = [p for p, _ in samples] + [p for p, _ in (test or [])]
     bad = _unreadable(files)
     if not bad:
@@ -103,6 +104,25 @@ def _image_folder(spec: Spec, say: Callable[[str], None]) -> Spec:
     if len({y for p, y in samples if p in left}) < len(classes):
         raise _error(spec, "with the unreadable images left out, a class folder has no image left", "dataset.root")
     return spec.model_copy(update={"dataset": d.model_copy(update={"exclude": exclude})})
+
+
+def _splittable(spec: Spec, labels: list[int], *, has_test: bool, classes: list[str]) -> None:
+    """The stratified splits every trial makes, made once here: a class folder of one image, or more
+    classes than a split has images, would otherwise fail every trial."""
+    import numpy as np
+
+    from trainables.core.data import split_indices
+    from trainables.core.data.stratify import TooFewImages
+
+    try:
+        split_indices(np.array(labels), spec.dataset, has_test=has_test)
+    except TooFewImages as e:
+        counts = {c: labels.count(i) for i, c in enumerate(classes)}
+        fewest = ", ".join(f"{c}: {n}" for c, n in sorted(counts.items(), key=lambda kv: kv[1])[:5])
+        raise _error(spec, f"{spec.dataset.name}: the train/ images cannot be split into train, validation"
+                           f"{'' if has_test else ' and test'} with every class in each: {e} (fewest images: "
+                           f"{fewest}); add images, or lower dataset.val_fraction / test_fraction",
+                     "dataset.root") from None
 
 
 def _decodes(path: str) -> str | None:

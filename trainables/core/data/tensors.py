@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from trainables.core.data.config import DatasetConfig
+from trainables.core.data.stratify import stratified_split
 from trainables.core.models.registry import Preprocess
 
 
@@ -106,15 +107,6 @@ def augment_batch(x: torch.Tensor, *, flip: bool, generator: torch.Generator | N
         mask = (torch.rand(n, generator=generator) < 0.5).to(x.device)
         out = torch.where(mask[:, None, None, None], out.flip(-1), out)
     return out
-
-
-def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (rest, held) with `fraction` of every class held out; seeded and order-independent."""
-    from sklearn.model_selection import train_test_split
-
-    idx = np.arange(len(labels))
-    rest, held = train_test_split(idx, test_size=fraction, stratify=labels, random_state=seed)
-    return np.sort(rest), np.sort(held)
 
 
 def split_indices(
