@@ -15,6 +15,12 @@ from pathlib import Path
 # Token auth is Ray's default for a `ray start` head, and Ray reads the mode once, at import:
 # set it before any test module imports ray, so in-process drivers can join the session head.
 os.environ.setdefault("RAY_AUTH_MODE", "token")
+# Image folders' decoded caches (dataset.cache) go to a folder of this session's, not the machine's
+# temporary directory, for every process the tests start (Ray's workers inherit it from the head).
+if "TRAINABLES_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["TRAINABLES_CACHE_DIR"] = tempfile.mkdtemp(prefix="trainables-test-cache-")
 
 import pytest
 

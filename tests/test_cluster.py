@@ -334,7 +334,7 @@ def test_trials_spread_over_nodes_and_survive_a_worker_node_dying(two_node_clust
 
     cluster = two_node_cluster
     epochs = 40
-    spec = load_spec(tiny(tmp_path, "nodekill", epochs=epochs))
+    spec = load_spec(tiny(tmp_path, "nodekill", epochs=epochs), ["performance.checkpoint_every=1"])
     ray.init(address=cluster.address, log_to_driver=False)
     try:
         rec = Recorder(cluster)

@@ -277,8 +277,9 @@ def tree(tmp_path_factory):
     return _make_tree(tmp_path_factory.mktemp("folders") / "inaturalist_12K")
 
 
-def _folder_cfg(root, **kw):
-    return DatasetConfig(**{"name": "imagefolder", "root": str(root), "image_size": 32, "workers": 0, **kw})
+def _folder_cfg(root, **kw):  # the streaming path (tests/test_cache.py: the decoded cache)
+    return DatasetConfig(**{"name": "imagefolder", "root": str(root), "image_size": 32, "workers": 0, "cache": "none",
+                            **kw})
 
 
 def test_imagefolder_classes_split_and_batches(tree):

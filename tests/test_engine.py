@@ -45,6 +45,29 @@ def test_resume_from_a_checkpoint_matches_an_uninterrupted_run():
         assert torch.equal(v, resumed[-1][1]["model"][k]), k
 
 
+def test_checkpoint_cadence_by_epochs_by_time_and_always_at_the_end():
+    from trainables.core.checkpoint import Cadence
+
+    assert [e for e in range(1, 8) if Cadence(3, epochs=7).due(e)] == [3, 6, 7]
+    assert [e for e in range(1, 5) if Cadence(1, epochs=4).due(e)] == [1, 2, 3, 4]
+    now = [0.0]
+    timed = Cadence(None, epochs=10, seconds=30, clock=lambda: now[0])
+    due = []
+    for epoch in range(1, 11):
+        now[0] += 12.0  # 12 s epochs: a checkpoint at the first epoch end 30 s after the last one
+        due += [epoch] if timed.due(epoch) else []
+    assert due == [3, 6, 9, 10]
+
+
+def test_epochs_reported_again_after_a_restore_replace_the_first_ones():
+    from trainables.results.trials import _as_restarted
+
+    rows = [{"training_iteration": i, "v": i} for i in (1, 2, 3, 4)] + [
+        {"training_iteration": 3, "v": 30}, {"training_iteration": 4, "v": 40}, {"training_iteration": 5, "v": 50}]
+    assert [(r["training_iteration"], r["v"]) for r in _as_restarted(rows)] == [(1, 1), (2, 2), (3, 30), (4, 40),
+                                                                                  (5, 50)]
+
+
 def test_a_changed_config_retunes_the_restored_optimizer():
     first, report = _collect()
     run_trial({**SMALL, "lr_schedule": "none"}, dataset=DIGITS, epochs=1, report=report)

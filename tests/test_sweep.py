@@ -157,7 +157,8 @@ def test_resume_when_the_saved_state_names_a_deleted_checkpoint(ray_address, tmp
     failed on it: the trial errored on --resume). Widened here: the snapshot, saved when it named
     a checkpoint, is put back after Tune has deleted that checkpoint and the driver is killed."""
     spec = write(tmp_path / "stale.yaml", TINY.format(name="stale", epochs=12, algorithm="random", samples=1,
-                                                     scheduler="fifo").replace("limit: 300", "limit: 1200"))
+                                                     scheduler="fifo").replace("limit: 300", "limit: 1200")
+                 + "performance: {checkpoint_every: 1}\n")
     exp = tmp_path / "results/stale"
     driver = _start_driver(spec, tmp_path)
     saved: dict[Path, bytes] = {}

@@ -247,7 +247,7 @@ def report(sweep, storage, out):
 @cli.command()
 @click.option("--quick", is_flag=True, help="A few minutes: one run of each side in figure 2, 5 seeds in figure 3.")
 @click.option("--gpu", "gpu_only", is_flag=True, help="Only the GPU figures (5a-5d); skipped without a CUDA device.")
-@click.option("--only", default="1,2,3,4,5", show_default=True, metavar="N,N", help="Figures to measure.")
+@click.option("--only", default="1,2,3,4,5,6", show_default=True, metavar="N,N", help="Figures to measure.")
 @click.option("--out", default="reports/bench", show_default=True, metavar="DIR",
               help="Where results.json, results.md and figures/*.png go.")
 @click.option("--work", default=None, metavar="DIR", help="Keep the benchmark sweeps and their logs here.")

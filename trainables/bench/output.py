@@ -255,7 +255,7 @@ def plots(data: dict[str, Any], folder: Path, stream=None) -> list[Path]:
     if mem:
         fig, ax = plt.subplots(figsize=(5, 3.2))
         ax.bar([n.split(":")[-1].strip() for n, _ in mem], [v for _, v in mem], color="#a72")
-        ax.axhline(1536, color="k", ls="--", lw=1)
+        ax.axhline(1000, color="k", ls="--", lw=1)
         ax.set_ylabel("peak RSS (MB)")
         ax.set_title("4. memory, quickstart")
         save(fig, "4_memory.png")

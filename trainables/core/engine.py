@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -105,6 +106,15 @@ def count_params(model: nn.Module) -> dict[str, Any]:
     return {"trainable_params": trainable, "total_params": total, "trainable_layers": layers}
 
 
+def _mark_start() -> None:
+    """For `tune bench` figure 2d (start-up): the moment training starts, appended to the file
+    $TRAINABLES_MARK_START names, where the bench's `tune run` sets it."""
+    path = os.environ.get("TRAINABLES_MARK_START")
+    if path:
+        with open(path, "a") as f:
+            f.write(f"{time.time()}\n")
+
+
 def fit(
     model: nn.Module,
     splits: Splits,
@@ -151,6 +161,7 @@ def fit(
         net = torch.compile(net)
     batch_size = max(1, t.batch_size // shard[1]) if shard is not None else t.batch_size
     counts = count_params(model)
+    _mark_start()
     for epoch in range(first, epochs + 1):
         t0 = time.perf_counter()
         # Seeded by (seed, epoch): a resumed trial sees the same batches it would have seen.

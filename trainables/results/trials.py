@@ -75,7 +75,7 @@ class TrialFiles:
                 continue  # a line cut short by a killed driver
             if isinstance(row, dict):
                 out.append(row)
-        return out
+        return _as_restarted(out)
 
     def rows(self) -> list[dict[str, Any]]:
         """The results without their config and other lists or mappings (one value per column)."""
@@ -94,6 +94,20 @@ class TrialFiles:
 
         rows = self.rows()
         return pd.DataFrame(rows) if rows else None
+
+
+def _as_restarted(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The history as it stands: a trial restored from a checkpoint older than its last result (it
+    failed, or the sweep was resumed, between checkpoints) reports those epochs again, and the rows
+    it reports again replace the first ones."""
+    out: list[dict[str, Any]] = []
+    for row in rows:
+        it = row.get("training_iteration")
+        if isinstance(it, int):
+            while out and isinstance(out[-1].get("training_iteration"), int) and out[-1]["training_iteration"] >= it:
+                out.pop()
+        out.append(row)
+    return out
 
 
 class SweepFolder:

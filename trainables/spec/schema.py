@@ -102,10 +102,14 @@ class PerformanceConfig(_Section):
     cudnn_benchmark: bool = True  # let cuDNN pick the fastest convolution algorithms
     data_on_device: AutoBool = "auto"  # small datasets held as tensors on the GPU
     reuse_actors: bool = True  # a finished trial's Ray process (imports, dataset) serves the next trial
+    # epochs between a trial's checkpoints (what a failed or resumed trial goes on from); auto: every
+    # epoch under pbt and hyperband (they pause and clone trials from them), else the first epoch end
+    # 30 s after the last checkpoint; always after the last epoch
+    checkpoint_every: Annotated[int, Field(ge=1, le=1_000_000)] | Literal["auto"] = "auto"
 
     def trial_options(self) -> dict[str, Any]:
         """The keyword options of engine.run_trial."""
-        return self.model_dump(exclude={"reuse_actors"})
+        return self.model_dump(exclude={"reuse_actors", "checkpoint_every"})
 
 
 WANDB_COMMAND = ("${env}", "${interpreter}", "${program}", "${args}")  # W&B's default
@@ -227,6 +231,14 @@ class Spec(_Section):
         for p in self.space.values():
             grids *= len(p.values) if isinstance(p, Choice) and p.grid else 1
         return (self.search.num_samples or 10) * grids
+
+    @property
+    def checkpoint_every(self) -> int | None:
+        """Epochs between a trial's checkpoints; None: by time (see core.checkpoint.Cadence)."""
+        every = self.performance.checkpoint_every
+        if every == "auto":
+            return 1 if self.scheduler.name in ("pbt", "hyperband") else None
+        return every
 
     @property
     def space(self) -> Space:

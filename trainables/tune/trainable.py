@@ -8,16 +8,16 @@ from typing import Any
 
 import torch
 
-from trainables.core.checkpoint import load_state, save_state
+from trainables.core.checkpoint import Cadence, load_state, save_state
 from trainables.core.data import DatasetConfig
 from trainables.core.engine import run_trial
 from trainables.core.trial import clean_config
 
 
 def classifier(config: dict[str, Any], *, dataset: DatasetConfig, epochs: int, threads: int = 1,
-               performance: dict[str, Any] | None = None) -> None:
-    """A Ray Tune function trainable: one report (with a checkpoint) per epoch; resumes from one.
-    `performance`: the spec's performance options (engine.run_trial's keywords)."""
+               performance: dict[str, Any] | None = None, checkpoint_every: int | None = 1) -> None:
+    """A Ray Tune function trainable: one report per epoch, with a checkpoint when Cadence(checkpoint_every)
+    says; resumes from one. `performance`: the spec's performance options (engine.run_trial's keywords)."""
     from ray import tune
 
     from trainables.tune.data_parallel import assigned_gpu
@@ -27,9 +27,14 @@ def classifier(config: dict[str, Any], *, dataset: DatasetConfig, epochs: int, t
     start = _start_state(tune.get_checkpoint())
     gpu = assigned_gpu()  # the engine trains on it: Ray set CUDA_VISIBLE_DEVICES to it
 
+    cadence = Cadence(checkpoint_every, epochs)
+
     def report(metrics: dict[str, Any], state) -> None:
         if gpu is not None:
             metrics = {**metrics, "gpu_id": gpu}  # which GPU (Ray's id on the node) the trial used
+        if not cadence.due(int(metrics["epoch"])):
+            tune.report(metrics)
+            return
         with tempfile.TemporaryDirectory() as d:
             save_state(state(), d)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))

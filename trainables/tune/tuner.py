@@ -129,7 +129,7 @@ def trainable_for(spec: Spec, *, storage: str | None = None):
         from trainables.tune.trainable import classifier
 
         fn = tune.with_parameters(classifier, dataset=spec.dataset, epochs=spec.epochs, threads=int(spec.resources.cpu),
-                                  performance=spec.performance.trial_options())
+                                  performance=spec.performance.trial_options(), checkpoint_every=spec.checkpoint_every)
     else:
         import importlib
 

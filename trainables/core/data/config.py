@@ -29,6 +29,9 @@ class DatasetConfig(BaseModel):
     # image folders: images that do not decode are left out (with a warning and a count) instead of refused
     skip_bad_images: bool = False
     exclude: tuple[str, ...] = ()  # image folders: files left out (paths under root); the driver fills it
+    # image folders: auto decodes every image once per node into a cache the trials share (core/data/cache.py)
+    # where there is room, else streams; node insists on the cache; none decodes every image every epoch
+    cache: Literal["auto", "node", "none"] = "auto"
 
     @field_validator("root")
     @classmethod

@@ -175,6 +175,7 @@ def imagefolder(cfg: DatasetConfig, pre: Preprocess) -> Splits:
         samples = [s for s in samples if s[0] not in left_out]
         test = [s for s in test if s[0] not in left_out] if test is not None else None
     tr, va, te = split_indices(np.array([y for _, y in samples]), cfg, has_test=test is not None)
+    test_folder = test
     if test is None:
         test = [samples[i] for i in te]
     channels = pre.channels or 3
@@ -187,8 +188,16 @@ def imagefolder(cfg: DatasetConfig, pre: Preprocess) -> Splits:
     if len(mean) != channels or len(std) != channels:
         raise ValueError(f"{cfg.name}: normalisation has {len(mean)} means / {len(std)} stds for {channels} channels")
     size = image_size_for(cfg, pre, FOLDER_DEFAULT_SIZE)
-    make = functools.partial(FolderSplit, image_size=size, mode="RGB" if channels == 3 else "L", mean=mean, std=std,
-                             workers=_auto_workers() if cfg.workers is None else cfg.workers, seed=cfg.seed)
+    workers = _auto_workers() if cfg.workers is None else cfg.workers
+    mode = "RGB" if channels == 3 else "L"
+    if cfg.cache != "none":
+        cached = _cached(cfg, samples, test_folder, (tr, va, te), size=size, mode=mode, mean=mean, std=std,
+                         workers=workers)
+        if cached is not None:
+            train, val, tested = cached
+            return Splits(train=train, val=val, test=tested, classes=classes, in_channels=channels, image_size=size)
+    make = functools.partial(FolderSplit, image_size=size, mode=mode, mean=mean, std=std, workers=workers,
+                             seed=cfg.seed)
     return Splits(
         train=make([samples[i] for i in tr]),
         val=make([samples[i] for i in va]),
@@ -197,3 +206,27 @@ def imagefolder(cfg: DatasetConfig, pre: Preprocess) -> Splits:
         in_channels=channels,
         image_size=size,
     )
+
+
+def _cached(cfg: DatasetConfig, samples, test, indices, *, size: int, mode: str, mean, std, workers: int):
+    """(train, val, test) CachedSplits over one decoded array of the train/ and val/ (or test/) images;
+    None where dataset.cache: auto finds no room (the splits stream instead)."""
+    from trainables.core.data.cache import CachedSplit, decoded
+
+    tr, va, te = indices
+    every = samples + (test if test is not None else [])
+    test_index = np.arange(len(samples), len(every)) if test is not None else te
+
+    def decode(files: list[str]):
+        images = _ImageFiles([(f, 0) for f in files], _image_transform(size, augment=False), mode)
+        loader = torch.utils.data.DataLoader(images, batch_size=64, num_workers=workers)
+        start = 0
+        for x, _ in loader:
+            yield start, x.numpy()
+            start += len(x)
+
+    array = decoded([f for f, _ in every], size=size, mode=mode, decode=decode, required=cfg.cache == "node")
+    if array is None:
+        return None
+    labels = np.array([y for _, y in every])
+    return tuple(CachedSplit(array, idx, labels[idx].tolist(), mean=mean, std=std) for idx in (tr, va, test_index))

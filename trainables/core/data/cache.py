@@ -1,0 +1,202 @@
+"""Image folders decoded once per node (dataset.cache): every image resized to the trial's size, as
+one uint8 file that every trial process on the node memory-maps, and CachedSplit, which batches it.
+
+The first trial on a node to need a cache builds it under a file lock (the others wait, then map
+the same file; a builder that dies releases the lock and leaves only a temporary file), writes it
+to a temporary name and renames it into place, so a cache file is whole or absent. The key is
+the list of files (path, size, mtime), the size and the colour mode: an edited dataset gets a new cache.
+Augmentation happens on the batch tensors (a random resized crop per image with roi_align, and
+flips), on the GPU when the trial has one.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from trainables.core.data.tensors import shard_order
+
+VERSION = 1  # of the file format and the decoding transform: a change makes new keys
+STALE_SECONDS = 3 * 24 * 3600  # caches unused this long are removed when another is built
+CROP_SCALE, CROP_RATIO = (0.25, 1.0), (3 / 4, 4 / 3)  # as folders.py's RandomResizedCrop
+
+
+class CacheUnavailable(OSError):
+    """No room (or no write access) for a cache where dataset.cache: node asks for one."""
+
+
+def cache_root() -> Path:
+    """$TRAINABLES_CACHE_DIR, else a folder of this user's in the node's temporary directory (a local
+    disk whose pages the kernel shares between the processes mapping a file; /dev/shm works too)."""
+    explicit = os.environ.get("TRAINABLES_CACHE_DIR")
+    return Path(explicit) if explicit else Path(tempfile.gettempdir()) / f"trainables-cache-{os.getuid()}"
+
+
+def cache_key(files: list[str], size: int, mode: str) -> str:
+    h = hashlib.sha256(f"{VERSION}|{size}|{mode}".encode())
+    for f in files:
+        st = os.stat(f)
+        h.update(f"\n{f}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:32]
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    import fcntl
+
+    with open(path, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # released by the kernel if this process dies
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _valid(data: Path, meta: Path, shape: tuple[int, ...]) -> bool:
+    try:
+        info = json.loads(meta.read_text())
+        return info.get("shape") == list(shape) and data.stat().st_size == math.prod(shape)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _evict(root: Path, keep: str) -> None:
+    """Caches nobody opened for STALE_SECONDS, and temporary files of builders that died."""
+    now = time.time()
+    for p in root.glob("*"):
+        with contextlib.suppress(OSError):
+            stem = p.name.split(".")[0]
+            if stem == keep:
+                continue
+            meta = root / f"{stem}.json"
+            last = meta.stat().st_mtime if meta.exists() else p.stat().st_mtime
+            if now - last > STALE_SECONDS or (p.suffix == ".tmp" and now - p.stat().st_mtime > 3600):
+                p.unlink()
+
+
+def decoded(files: list[str], *, size: int, mode: str, decode, required: bool) -> np.ndarray | None:
+    """The (N, C, size, size) uint8 array of `files`, memory-mapped from the node's cache, built here
+    if no trial has yet. `decode(files)` yields (start, uint8 batch) in order. None when there is no
+    room for it and it is not `required` (dataset.cache: auto streams instead)."""
+    channels = 3 if mode == "RGB" else 1
+    shape = (len(files), channels, size, size)
+    root = cache_root()
+    key = cache_key(files, size, mode)
+    data, meta = root / f"{key}.u8", root / f"{key}.json"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if not _valid(data, meta, shape):
+            with _locked(root / f"{key}.lock"):
+                if not _valid(data, meta, shape):
+                    _build(data, meta, shape, files, decode, root, key)
+        os.utime(meta)  # in use: not stale
+        return np.memmap(data, dtype=np.uint8, mode="r", shape=shape)
+    except OSError as e:
+        if required:
+            raise CacheUnavailable(f"dataset.cache: node: cannot keep {math.prod(shape) / 1e9:.2f} GB of decoded "
+                                   f"images in {root} ({e}); set TRAINABLES_CACHE_DIR to a folder with room, or "
+                                   f"dataset.cache: none to decode every epoch") from None
+        return None
+
+
+def _build(data: Path, meta: Path, shape, files, decode, root: Path, key: str) -> None:
+    _evict(root, key)
+    need = math.prod(shape)
+    free = shutil.disk_usage(root).free
+    if need > free * 0.8:  # leave the node its room
+        raise OSError(f"{need / 1e9:.2f} GB needed, {free / 1e9:.2f} GB free")
+    tmp = root / f"{key}.{os.getpid()}.tmp"
+    try:
+        array = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape)  # raw bytes: the shape is in the .json
+        try:
+            for start, batch in decode(files):
+                array[start : start + len(batch)] = batch
+        except OSError as e:  # an image that does not decode (PIL's errors are OSErrors): not a cache fault
+            raise RuntimeError(f"decoding the image folder into the cache: {e}") from e
+        array.flush()
+        del array
+        os.replace(tmp, data)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+    meta.write_text(json.dumps({"shape": list(shape), "files": len(files), "built": time.time()}))
+
+
+def crop_boxes(n: int, size: int, generator: torch.Generator | None) -> torch.Tensor:
+    """RandomResizedCrop's boxes for n square images of `size`, as roi_align takes them: (k, x1, y1, x2, y2).
+    torchvision's rule, vectorised: 10 tries of area and aspect ratio each, else the whole image."""
+    area = size * size
+    s = torch.empty(n, 10).uniform_(*CROP_SCALE, generator=generator) * area
+    r = torch.exp(torch.empty(n, 10).uniform_(math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1]), generator=generator))
+    w, h = torch.sqrt(s * r).round(), torch.sqrt(s / r).round()
+    ok = (w > 0) & (h > 0) & (w <= size) & (h <= size)
+    pick = ok.float().argmax(dim=1)
+    rows = torch.arange(n)
+    found = ok.any(dim=1)
+    w = torch.where(found, w[rows, pick], torch.tensor(float(size)))
+    h = torch.where(found, h[rows, pick], torch.tensor(float(size)))
+    i = torch.floor(torch.rand(n, generator=generator) * (size - h + 1))
+    j = torch.floor(torch.rand(n, generator=generator) * (size - w + 1))
+    return torch.stack([rows.float(), j, i, j + w, i + h], dim=1)
+
+
+class CachedSplit:
+    """A split of an image folder read from the node's decoded cache: uint8 batches by index,
+    made float, augmented (random resized crop, flip) and normalised on the device."""
+
+    def __init__(self, array: np.ndarray, index: np.ndarray, labels: list[int], *, mean, std,
+                 device: torch.device | str = "cpu"):
+        self.array, self.index, self.labels_ = array, np.asarray(index, dtype=np.int64), list(labels)
+        self.mean_std = (tuple(mean), tuple(std))
+        self.device = torch.device(device)
+        self._mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1).to(self.device)
+        self._std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1).to(self.device)
+        self._y = torch.tensor(self.labels_, dtype=torch.int64)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def labels(self) -> list[int]:
+        return self.labels_
+
+    def to(self, device: torch.device | str) -> "CachedSplit":
+        if torch.device(device) == self.device:
+            return self
+        return CachedSplit(self.array, self.index, self.labels_, mean=self.mean_std[0], std=self.mean_std[1],
+                           device=device)
+
+    def batches(self, batch_size, *, shuffle, generator=None, augment=False, shard=None):
+        from torchvision.ops import roi_align
+
+        n = len(self.index)
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        if shard is not None:
+            order = shard_order(order, shard)
+        pinned = self.device.type == "cuda"
+        for start in range(0, len(order), batch_size):
+            take = order[start : start + batch_size].numpy()
+            rows = self.index[take]
+            ascending = np.argsort(rows, kind="stable")  # read the mapped file forwards, then put back in order
+            x = torch.empty((len(rows), *self.array.shape[1:]), dtype=torch.uint8)
+            x[torch.from_numpy(ascending)] = torch.from_numpy(np.ascontiguousarray(self.array[rows[ascending]]))
+            y = self._y[torch.from_numpy(take)]
+            if pinned:
+                x, y = x.pin_memory(), y.pin_memory()
+            x = x.to(self.device, non_blocking=pinned).float().div_(255)
+            if augment:
+                size = x.shape[-1]
+                boxes = crop_boxes(len(x), size, generator).to(self.device)
+                x = roi_align(x, boxes, output_size=(size, size), sampling_ratio=2, aligned=True)
+                flip = (torch.rand(len(x), generator=generator) < 0.5).to(self.device)
+                x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+            yield x.sub_(self._mean).div_(self._std), y.to(self.device, non_blocking=pinned)
