@@ -171,6 +171,17 @@ def test_gpu_code_paths_run_on_a_cpu():
     assert check["retrain_precision"] == "fp32" and len(check["lines"]) == 3
 
 
+def test_figure_6_reads_the_same_folder_cached_and_decoding(tmp_path, monkeypatch):
+    from trainables.bench import data
+
+    monkeypatch.setenv("TRAINABLES_CACHE_DIR", str(tmp_path / "cache"))
+    root = data.make_folder(tmp_path / "images", images=40, size=(40, 32))
+    assert len(list(root.rglob("*.jpg"))) == 40 and {p.name for p in root.iterdir()} == {"train", "val"}
+    d = data.data_path(root, size=16, min_seconds=0)
+    assert d["train_images"] == 32 and len(list((tmp_path / "cache").glob("*.u8"))) == 1
+    assert all(d[f"{a}{w}_images_per_s"] > 0 for a in ("", "augmented_") for w in ("cached", "decoded"))
+
+
 def test_reports_merge_measured_figures_and_keep_gpu_ones(tmp_path):
     out = tmp_path / "bench"
     first = Recorder(out, quick=True, stream=io.StringIO())

@@ -158,8 +158,9 @@ class CachedSplit:
         self.array, self.index, self.labels_ = array, np.asarray(index, dtype=np.int64), list(labels)
         self.mean_std = (tuple(mean), tuple(std))
         self.device = torch.device(device)
-        self._mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1).to(self.device)
-        self._std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1).to(self.device)
+        m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self._scale, self._shift = (1 / (255 * s)).to(self.device), (-m / s).to(self.device)
         self._y = torch.tensor(self.labels_, dtype=torch.int64)
 
     def __len__(self) -> int:
@@ -184,19 +185,17 @@ class CachedSplit:
             order = shard_order(order, shard)
         pinned = self.device.type == "cuda"
         for start in range(0, len(order), batch_size):
-            take = order[start : start + batch_size].numpy()
-            rows = self.index[take]
-            ascending = np.argsort(rows, kind="stable")  # read the mapped file forwards, then put back in order
-            x = torch.empty((len(rows), *self.array.shape[1:]), dtype=torch.uint8)
-            x[torch.from_numpy(ascending)] = torch.from_numpy(np.ascontiguousarray(self.array[rows[ascending]]))
-            y = self._y[torch.from_numpy(take)]
+            take = order[start : start + batch_size]
+            x = torch.from_numpy(self.array[self.index[take.numpy()]])  # a copy out of the mapped file
+            y = self._y[take]
             if pinned:
                 x, y = x.pin_memory(), y.pin_memory()
-            x = x.to(self.device, non_blocking=pinned).float().div_(255)
+            x = x.to(self.device, non_blocking=pinned).float()
             if augment:
                 size = x.shape[-1]
                 boxes = crop_boxes(len(x), size, generator).to(self.device)
-                x = roi_align(x, boxes, output_size=(size, size), sampling_ratio=2, aligned=True)
+                # bilinear (one sample per output pixel): a crop is only ever enlarged
+                x = roi_align(x, boxes, output_size=(size, size), sampling_ratio=1, aligned=True)
                 flip = (torch.rand(len(x), generator=generator) < 0.5).to(self.device)
                 x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-            yield x.sub_(self._mean).div_(self._std), y.to(self.device, non_blocking=pinned)
+            yield x.mul_(self._scale).add_(self._shift), y.to(self.device, non_blocking=pinned)  # (x/255 - mean) / std
