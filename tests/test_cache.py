@@ -123,3 +123,28 @@ def test_no_room_for_the_cache_streams_with_auto_and_is_an_error_with_node(tree,
     load_splits.cache_clear()
     with pytest.raises(CacheUnavailable, match="TRAINABLES_CACHE_DIR"):
         load_splits(_folder_cfg(tree, cache="node"))
+
+
+def test_the_default_folder_must_be_this_users_own(tree, tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.delenv("TRAINABLES_CACHE_DIR")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    elsewhere = tmp_path / "someone-elses"
+    elsewhere.mkdir()
+    (tmp_path / f"trainables-cache-{os.getuid()}").symlink_to(elsewhere)  # planted before our first run
+    files = sorted(str(p) for p in tree.rglob("*.jpg"))
+    assert decoded(files, size=8, mode="RGB", required=False, decode=_counting([])) is None
+    with pytest.raises(CacheUnavailable, match="not this user's own"):
+        decoded(files, size=8, mode="RGB", required=True, decode=_counting([]))
+    assert not list(elsewhere.iterdir())
+
+
+def test_a_dead_builders_temporary_file_is_removed_by_the_next_build(tree, tmp_path):
+    files = sorted(str(p) for p in tree.rglob("*.jpg"))
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    left = cache / "0123abcd.4242.tmp"  # its builder was killed: nobody holds 0123abcd.lock
+    left.write_bytes(b"half")
+    decoded(files, size=8, mode="RGB", required=True, decode=_counting([]))
+    assert not left.exists()

@@ -383,7 +383,7 @@ def test_driver_sigkill_then_resume_on_the_cluster(two_node_cluster, tmp_path):
 
     epochs, samples = 8, 6
     spec = tiny(tmp_path, "killed", epochs=epochs, samples=samples)
-    env = cluster_env(two_node_cluster)
+    env = {**cluster_env(two_node_cluster), "TUNE_GLOBAL_CHECKPOINT_S": "0.5"}  # the saved state close behind
     exp = tmp_path / "shared/killed"
     driver = subprocess.Popen([sys.executable, "-m", "trainables", "run", str(spec),
                                "--storage", str(tmp_path / "shared")],

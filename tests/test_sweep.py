@@ -110,7 +110,8 @@ def _result_lines(trial_dir: Path) -> int:
 def _start_driver(spec: Path, cwd: Path) -> subprocess.Popen:
     """`tune run SPEC` in its own process group, to be SIGKILLed mid-sweep."""
     return subprocess.Popen([sys.executable, "-m", "trainables", "run", str(spec), "-o", "final.report=false"], cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            env={**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "0.5"})  # the saved state close behind
 
 
 def test_sigkill_then_resume_finishes_exactly_num_samples(ray_address, tmp_path):

@@ -4,7 +4,8 @@ Every ratio is measured side by side in one run on this machine; nothing is hard
     1   the engine's fit loop vs a minimal hand-written PyTorch loop (bench.core)
     2a  a sweep of 16 ~10 s trials vs its ideal wall time; 2b `tune run` vs a bare Ray Tune
         script (bench.bare) on the same trials; 2c per-trial overhead of 2 s trials (bench.sweeps);
-        2d `tune run` to the first trial training (bench.startup)
+        2d `tune run` to the first trial training, 2e the quickstart against a plain Optuna script
+        (bench.startup, bench.plain)
     3   TPE + ASHA vs random + FIFO: trial-epochs to the same best val_acc (bench.search)
     3b  TPE + ASHA warm-started from a random sweep vs cold: trial-epochs to the cold sweep's best
     3c  several objectives (val_acc, total_params): hypervolume of multi-objective TPE over random search
@@ -95,6 +96,8 @@ def run(*, out: str | os.PathLike = "reports/bench", quick: bool = False, tiny: 
 
             attempt([("2d", startup.NAME, "s", f"<= {startup.TARGET_S:g} s")],
                     lambda: startup.measure(folder / "startup", repeats=1 if tiny else 3))
+            if not tiny:
+                attempt([("2e", startup.PLAIN, "ratio", "<= 1.0")], lambda: startup.versus_plain(folder / "plain"))
         with sweeps.RayHead(log=folder / "ray-head.log"):  # sets RAY_AUTH_MODE: import ray only after this
             from trainables.bench import search
 

@@ -1,5 +1,6 @@
-"""Figure 2d: command start-up, from typing `tune run` to the first trial training, with the local Ray
-that the command starts itself (as on a laptop), not the bench's shared head."""
+"""Figures 2d and 2e, with the local Ray that `tune run` starts itself (as on a laptop), not the bench's
+shared head: 2d, command start-up, from typing `tune run` to the first trial training; 2e, the whole
+quickstart search against the same search as a plain Optuna script (bench.plain), per trial-epoch."""
 from __future__ import annotations
 
 import os
@@ -13,6 +14,7 @@ from trainables.bench.sweeps import quickstart_spec, run_command
 
 NAME = "command start-up: `tune run` to the first trial training (quickstart, local Ray)"
 TARGET_S = 3.0
+PLAIN = "quickstart search: tune run over a plain Optuna script, seconds per trial-epoch"
 
 
 def measure(work: Path, *, repeats: int = 3) -> list[Figure]:
@@ -42,3 +44,36 @@ def measure(work: Path, *, repeats: int = 3) -> list[Figure]:
                    details={"summary": f"median of {repeats} (min {min(seconds):.1f}, max {max(seconds):.1f}); "
                                        f"whole command {statistics.median(commands):.1f} s",
                             "seconds": seconds, "command_seconds": commands})]
+
+
+def versus_plain(work: Path) -> list[Figure]:
+    """The quickstart (tracking, retrain and report off) and bench.plain, each as the command a user types,
+    wall seconds per trial-epoch trained (both stop weak trials early, so their trial-epochs differ)."""
+    import json
+
+    from trainables.bench.sweeps import trial_results
+
+    spec = quickstart_spec()
+    if spec is None:
+        return [skipped("2e", PLAIN, "ratio", "<= 1.0", "search_spaces/quickstart.yaml not found")]
+    work.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    ours = run_command([sys.executable, "-m", "trainables", "run", str(spec), "--storage", str(work / "results"),
+                        "-o", "tracking.enabled=false", "-o", "final.report=false", "-o", "final.retrain_best=false"],
+                       cwd=work, log=work / "quickstart.log", env=env, inherit=False)
+    plain = run_command([sys.executable, "-m", "trainables.bench.plain"], cwd=work, log=work / "plain.log", env=env,
+                        inherit=False)
+    for who, r in (("tune run", ours), ("the plain Optuna script", plain)):
+        if r["rc"] != 0:
+            raise RuntimeError(f"{who} failed (exit {r['rc']}):\n" + r["output"][-2000:])
+    ours_epochs = sum(len(rows) for rows in trial_results(work / "results" / "quickstart").values())
+    plain_out = json.loads([x for x in plain["output"].splitlines() if x.startswith("{")][-1])
+    per_ours, per_plain = ours["seconds"] / ours_epochs, plain["seconds"] / plain_out["trial_epochs"]
+    ratio = per_ours / per_plain
+    return [Figure("2e", PLAIN, ratio, "ratio", "<= 1.0", check(ratio, "<=", 1.0), device="cpu",
+                   details={"summary": f"{ours['seconds']:.1f} s for {ours_epochs} trial-epochs vs "
+                                       f"{plain['seconds']:.1f} s for {plain_out['trial_epochs']}",
+                            "seconds": ours["seconds"],
+                            "trial_epochs": ours_epochs, "plain_seconds": plain["seconds"],
+                            "plain_trial_epochs": plain_out["trial_epochs"], "plain_best": plain_out["best_val_acc"],
+                            "peak_rss_mb": ours["peak_rss_mb"], "plain_peak_rss_mb": plain["peak_rss_mb"]})]

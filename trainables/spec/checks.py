@@ -192,6 +192,11 @@ def _check_pbt(spec: Spec, doc) -> None:
     if algo != "random":
         raise doc.error(f"pbt explores by itself and takes no {algo} search: use search.algorithm random",
                         ("scheduler", "name"))
+    every, interval = spec.performance.checkpoint_every, spec.scheduler.perturbation_interval
+    if every != "auto" and interval % every:
+        raise doc.error(f"pbt clones trials from their checkpoints every {interval} epochs (perturbation_interval): "
+                        f"checkpoint_every {every} does not divide it, so a clone would start from an older epoch; "
+                        f"use auto (every epoch) or a divisor of {interval}", ("performance", "checkpoint_every"))
     muts = spec.scheduler.mutations or spec.searched
     if not muts:
         raise doc.error("pbt needs at least one searched parameter to mutate", ("scheduler", "name"))

@@ -92,6 +92,15 @@ def _auto_or_bool(v: Any) -> Any:
 AutoBool = Annotated[Literal["auto"] | bool, BeforeValidator(_auto_or_bool)]
 
 
+def _auto_or_epochs(v: Any) -> Any:
+    if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1_000_000):
+        return v
+    raise ValueError("expected auto, or a whole number of epochs greater than or equal to 1")
+
+
+AutoEpochs = Annotated[Literal["auto"] | int, BeforeValidator(_auto_or_epochs)]
+
+
 class PerformanceConfig(_Section):
     """Speed switches; `auto` is on where the trial has a CUDA device (see engine.resolve_performance)."""
 
@@ -105,7 +114,7 @@ class PerformanceConfig(_Section):
     # epochs between a trial's checkpoints (what a failed or resumed trial goes on from); auto: every
     # epoch under pbt and hyperband (they pause and clone trials from them), else the first epoch end
     # 30 s after the last checkpoint; always after the last epoch
-    checkpoint_every: Annotated[int, Field(ge=1, le=1_000_000)] | Literal["auto"] = "auto"
+    checkpoint_every: AutoEpochs = "auto"
 
     def trial_options(self) -> dict[str, Any]:
         """The keyword options of engine.run_trial."""

@@ -41,6 +41,20 @@ def cache_root() -> Path:
     return Path(explicit) if explicit else Path(tempfile.gettempdir()) / f"trainables-cache-{os.getuid()}"
 
 
+def _private(root: Path) -> None:
+    """The default folder sits in a directory every user writes to: it must be this user's own (not a
+    link, nor writable by others), or someone else could hand the trials their images. A folder named
+    by TRAINABLES_CACHE_DIR is the user's choice."""
+    import stat
+
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if os.environ.get("TRAINABLES_CACHE_DIR"):
+        return
+    st = os.lstat(root)
+    if stat.S_ISLNK(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise OSError(f"{root} is not this user's own folder")
+
+
 def cache_key(files: list[str], size: int, mode: str) -> str:
     h = hashlib.sha256(f"{VERSION}|{size}|{mode}".encode())
     for f in files:
@@ -69,6 +83,19 @@ def _valid(data: Path, meta: Path, shape: tuple[int, ...]) -> bool:
         return False
 
 
+def _builder_gone(lock: Path) -> bool:
+    """Whether no process holds `lock` (a builder that died released it)."""
+    import fcntl
+
+    try:
+        with open(lock, "a+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(f, fcntl.LOCK_UN)
+        return True
+    except OSError:
+        return False
+
+
 def _evict(root: Path, keep: str) -> None:
     """Caches nobody opened for STALE_SECONDS, and temporary files of builders that died."""
     now = time.time()
@@ -77,9 +104,12 @@ def _evict(root: Path, keep: str) -> None:
             stem = p.name.split(".")[0]
             if stem == keep:
                 continue
+            if p.suffix == ".tmp":
+                if _builder_gone(root / f"{stem}.lock"):
+                    p.unlink()
+                continue
             meta = root / f"{stem}.json"
-            last = meta.stat().st_mtime if meta.exists() else p.stat().st_mtime
-            if now - last > STALE_SECONDS or (p.suffix == ".tmp" and now - p.stat().st_mtime > 3600):
+            if now - (meta.stat().st_mtime if meta.exists() else p.stat().st_mtime) > STALE_SECONDS:
                 p.unlink()
 
 
@@ -93,7 +123,7 @@ def decoded(files: list[str], *, size: int, mode: str, decode, required: bool) -
     key = cache_key(files, size, mode)
     data, meta = root / f"{key}.u8", root / f"{key}.json"
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        _private(root)
         if not _valid(data, meta, shape):
             with _locked(root / f"{key}.lock"):
                 if not _valid(data, meta, shape):
