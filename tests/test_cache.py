@@ -125,6 +125,15 @@ def test_no_room_for_the_cache_streams_with_auto_and_is_an_error_with_node(tree,
         load_splits(_folder_cfg(tree, cache="node"))
 
 
+def test_auto_decodes_every_epoch_a_dataset_the_memory_cannot_hold(tree, tmp_path, monkeypatch):
+    from trainables.core.data import cache
+
+    files = sorted(str(p) for p in tree.rglob("*.jpg"))
+    monkeypatch.setattr(cache, "_memory", lambda: 1000)  # a machine of 1,000 bytes: 3 x 8 x 8 x 75 do not fit
+    assert decoded(files, size=8, mode="RGB", required=False, decode=_counting([])) is None
+    assert decoded(files, size=8, mode="RGB", required=True, decode=_counting([])).shape == (len(files), 3, 8, 8)
+
+
 def test_the_default_folder_must_be_this_users_own(tree, tmp_path, monkeypatch):
     import tempfile
 

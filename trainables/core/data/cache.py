@@ -1,5 +1,6 @@
 """Image folders decoded once per node (dataset.cache): every image resized to the trial's size, as
 one uint8 file that every trial process on the node memory-maps, and CachedSplit, which batches it.
+`cache: auto` keeps one only where it fits in half the machine's memory and the disk has room.
 
 The first trial on a node to need a cache builds it under a file lock (the others wait, then map
 the same file; a builder that dies releases the lock and leaves only a temporary file), writes it
@@ -123,6 +124,8 @@ def decoded(files: list[str], *, size: int, mode: str, decode, required: bool) -
     key = cache_key(files, size, mode)
     data, meta = root / f"{key}.u8", root / f"{key}.json"
     try:
+        if not required and math.prod(shape) > _memory() / 2:
+            return None  # a cache the page cache cannot hold is read from disk: no faster than decoding
         _private(root)
         if not _valid(data, meta, shape):
             with _locked(root / f"{key}.lock"):
@@ -138,6 +141,11 @@ def decoded(files: list[str], *, size: int, mode: str, decode, required: bool) -
         return None
 
 
+def _memory() -> int:
+    """This machine's memory in bytes."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
 def _build(data: Path, meta: Path, shape, files, decode, root: Path, key: str) -> None:
     _evict(root, key)
     need = math.prod(shape)
@@ -146,7 +154,9 @@ def _build(data: Path, meta: Path, shape, files, decode, root: Path, key: str) -
         raise OSError(f"{need / 1e9:.2f} GB needed, {free / 1e9:.2f} GB free")
     tmp = root / f"{key}.{os.getpid()}.tmp"
     try:
-        array = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape)  # raw bytes: the shape is in the .json
+        with open(tmp, "wb") as f:  # the blocks reserved now: a disk that fills up later fails here, not
+            os.posix_fallocate(f.fileno(), 0, need)  # with SIGBUS on a write into the mapped file
+        array = np.memmap(tmp, dtype=np.uint8, mode="r+", shape=shape)  # raw bytes: the shape is in the .json
         try:
             for start, batch in decode(files):
                 array[start : start + len(batch)] = batch
