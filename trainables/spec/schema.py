@@ -42,9 +42,6 @@ class SearchConfig(_Section):
     # earlier sweeps (names under the storage, or folders) whose finished trials the optuna search
     # is given as observations before its first trial
     warm_start: list[str] = Field(default=[], max_length=100)
-    # and whose best configuration is trained again first (after points_to_evaluate): the sweep starts
-    # from what is known to work, and its own results and report hold it
-    warm_start_best_first: bool = True
 
 
 class SchedulerConfig(_Section):

@@ -38,7 +38,7 @@ def _search_alg(spec: Spec, *, storage: str | None = None, warm: Warm | None = N
             feasibility=feasibility,
         )
         if warm is not None and warm.trials:  # the study exists now: it was made with the space
-            add_to_study(_ray_private.optuna_study(alg), spec, warm)  # (and the best of them enqueued)
+            add_to_study(_ray_private.optuna_study(alg), spec, warm)
     elif s.algorithm == "grid":
         from trainables.tune.searchers import GridSearch
 

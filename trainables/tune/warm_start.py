@@ -23,7 +23,6 @@ class Warm:
 
     trials: list[tuple[dict[str, Any], float, dict[str, Any]]] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)  # what was used, and why the rest was not
-    first: dict[str, Any] | None = None  # the best trial's params, tried first (search.warm_start_best_first)
 
 
 def gather(spec: Spec, storage: str | None) -> Warm:
@@ -70,23 +69,14 @@ def gather(spec: Spec, storage: str | None) -> Warm:
         if dropped:
             line += f"; parameters this sweep does not have, dropped: {', '.join(dropped)}"
         warm.lines.append(line)
-    if spec.search.warm_start_best_first and warm.trials:
-        sign = 1 if spec.mode == "max" else -1
-        params, value, attrs = max(warm.trials, key=lambda t: sign * t[1])
-        warm.first = params
-        warm.lines.append(f"warm start: the best of them, trial {attrs['warm_start_trial']} of sweep "
-                          f"{attrs['warm_start_from']!r} ({spec.metric}={value:.4g}), is trained again first")
     return warm
 
 
 def add_to_study(study, spec: Spec, warm: Warm) -> None:
-    """Each warm trial as a finished trial of the study (with the distributions this space gives), then
-    the best of them enqueued as the next to try (search.warm_start_best_first)."""
+    """Each warm trial as a finished trial of the study (with the distributions this space gives)."""
     import optuna
 
     dists = {k: distribution(p) for k, p in spec.space.items() if p.searched}
     for params, value, attrs in warm.trials:
         study.add_trial(optuna.trial.create_trial(params=params, distributions={k: dists[k] for k in params},
                                                   value=value, user_attrs=attrs))
-    if warm.first:  # asked for after search.points_to_evaluate (enqueued when the study was made)
-        study.enqueue_trial(warm.first, user_attrs={"warm_start_best_again": True})
