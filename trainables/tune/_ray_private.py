@@ -113,3 +113,10 @@ def optuna_trial(searcher, trial_id: str):
 def forget_trial(searcher, trial_id: str) -> None:
     """OptunaSearch no longer holds an Optuna trial for this Tune trial id (it is about to ask another)."""
     searcher._ot_trials.pop(trial_id, None)
+
+
+def refresh_saved_result(trial) -> None:
+    """The trial's state, as Tune saves it next, made from its last result as it is now: Tune caches
+    that JSON and marks a trainable that returned done by changing the cached result in place."""
+    trial.run_metadata.invalidate_cache()
+    trial.invalidate_json_state()

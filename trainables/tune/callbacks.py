@@ -39,6 +39,12 @@ class MarkStopped(Callback):
         if result.get("done"):
             result[STOPPED] = True
 
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        # Tune marks a trainable that ended by itself done in its last result in place, which leaves the
+        # state it saves with that result as it was when last saved (done: false): the trial would read
+        # back as stopped early. The saved state is made again from the result as it is now.
+        _ray_private.refresh_saved_result(trial)
+
 
 # ---- MLflow: trial events -> the sweep's tracker ---------------------------------------------
 
