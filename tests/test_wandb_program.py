@@ -341,7 +341,8 @@ early_terminate: {type: hyperband, min_iter: 1, eta: 3}
     assert len(sweep.trials) == 6 and all(1e-5 <= t.config["lr"] <= 1 for t in sweep.trials)
     assert {t.config["opt.name"] for t in sweep.trials} <= {"adam", "sgd"}
     stopped = [t for t in sweep.trials if t.status == "stopped early"]
-    assert stopped and all(t.epochs in (1, 3) for t in stopped)  # the bands 1, 3, 9
+    seen = [(t.trial_id, t.status, t.epochs, t.last.get("done"), t.last.get("stopped_by_tune")) for t in sweep.trials]
+    assert stopped and all(t.epochs in (1, 3) for t in stopped), seen  # the bands 1, 3, 9
 
 
 @pytest.mark.slow
