@@ -342,7 +342,9 @@ early_terminate: {type: hyperband, min_iter: 1, eta: 3}
     assert {t.config["opt.name"] for t in sweep.trials} <= {"adam", "sgd"}
     stopped = [t for t in sweep.trials if t.status == "stopped early"]
     seen = [(t.trial_id, t.status, t.epochs, t.last.get("done"), t.last.get("stopped_by_tune")) for t in sweep.trials]
-    assert stopped and all(t.epochs in (1, 3) for t in stopped), seen  # the bands 1, 3, 9
+    # only at W&B's bands 1, 3, 9 (a trial cut at 9, where its script would have ended anyway, as W&B's own
+    # hyperband may: which trials reach a band first decides)
+    assert stopped and all(t.epochs in (1, 3, 9) for t in stopped), seen
 
 
 @pytest.mark.slow
