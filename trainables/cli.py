@@ -140,6 +140,7 @@ def run(spec_file, overrides, address, storage, resume, dry_run):
     from trainables.spec.load import load_spec
     from trainables.spec.preflight import preflight
     from trainables.tracking.server import check_reachable, resolve_uri
+    from trainables.tune.interrupt import raise_pending
     from trainables.tune.warm_start import gather
 
     try:
@@ -153,7 +154,9 @@ def run(spec_file, overrides, address, storage, resume, dry_run):
             layout.check_fresh(spec, path)
             layout.check_writable(layout.storage_root(storage))
         warm = gather(spec, storage) if spec.search.warm_start and not resume else None  # JSON only: no Ray yet
+        raise_pending()  # a signal whose exception the MLflow check swallowed
     except SpecError as e:
+        raise_pending()  # ... or turned into an error of its own: the signal is what happened
         _fail(e)
     click.echo(f"sweep {spec.name!r}: {spec.num_samples} trials, {spec.search.algorithm} + {spec.scheduler.name}, "
                f"{spec.resources.cpu:g} CPU / {spec.resources.gpu:g} GPU per trial")
@@ -179,6 +182,8 @@ def run(spec_file, overrides, address, storage, resume, dry_run):
             interrupts.install()  # again: ray.init replaced the SIGTERM handler
             outcome = run_sweep(spec, storage=storage, resume=resume, interrupts=interrupts, warm=warm)
     except SpecError as e:
+        if not interrupts.started:
+            raise_pending()  # (as above: MLflow starting the parent run)
         _fail(e)
     except Interrupted as e:
         if not interrupts.started:

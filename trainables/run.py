@@ -56,6 +56,7 @@ def run_sweep(spec: Spec, *, storage: str | None = None, resume: bool = False, s
         for line in tracker.where():
             print(line, file=stream)
         t0 = time.time()
+        interrupts.check()  # a signal whose exception MLflow or the searcher's storage swallowed on the way
         with interrupts.tuning():
             grid = tuner.fit()
         progress.close()

@@ -14,6 +14,17 @@ import sys
 import threading
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# Every signal a handler took while a `with Interrupts()` block is open: Interrupted is raised wherever
+# the main thread is, and a library on the way (MLflow creating its tables, SQLAlchemy) may catch it and
+# go on, or turn it into an error of its own. The signal is then still honoured at the next check.
+_received: list[int] = []
+_open = [0]  # Interrupts blocks open (the command's and the sweep's): the first one clears _received
+
+
+def raise_pending() -> None:
+    """Interrupted if a signal arrived, even one whose exception something swallowed."""
+    if _received:
+        raise Interrupted(_received[0])
 
 
 class Interrupted(BaseException):
@@ -48,6 +59,9 @@ class Interrupts:
         # Tune would put its own SIGINT handler in place of ours for the length of fit().
         self._env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
         os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+        if not _open[0]:
+            _received.clear()
+        _open[0] += 1
         self.install()
         return self
 
@@ -61,6 +75,7 @@ class Interrupts:
                 self._old.setdefault(s, old)
 
     def __exit__(self, *exc) -> None:
+        _open[0] -= 1
         if self._env is None:
             os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
         else:
@@ -79,11 +94,13 @@ class Interrupts:
             self._tuning = False
 
     def check(self) -> None:
-        """Raise Interrupted if a signal arrived (called once fit() has returned)."""
+        """Raise Interrupted if a signal arrived (before fit() and once it has returned)."""
         if self.signum is not None:
             raise Interrupted(self.signum)
+        raise_pending()
 
     def _handle(self, signum: int, frame) -> None:
+        _received.append(signum)
         first = self.signum is None
         self.signum = self.signum or signum
         # Tune installs its SIGUSR1 handler only once fit() has set up; before that SIGUSR1 would kill us.
