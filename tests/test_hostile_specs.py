@@ -251,7 +251,7 @@ def test_every_combination_works_or_is_refused_up_front(algorithm, scheduler, va
     value the space can give for each parameter that applies (and none for those that do not)."""
     from ray.tune.search.variant_generator import generate_variants
 
-    from trainables.core.trial import clean_config
+    from trainables.core.training import clean_config
     from trainables.spec.space import can_be
     from trainables.tune.tuner import _scheduler, _search_alg
 

@@ -158,3 +158,28 @@ def test_no_other_module_reaches_into_ray_internals():
             if i.startswith("ray.") and any(part.startswith("_") for part in i.split(".")):
                 wrong.append(f"{m} imports {i}")
     assert not wrong, "\n".join(sorted(wrong))
+
+
+def test_the_driver_never_imports_torch(tmp_path):
+    """`tune run`'s own process validates, plans, searches, tracks and reports without torch (~500 MB and
+    1.5 s): the model registry's entries are torch-free (core/models/catalog.py), core.data imports its
+    loaders on first use, and trials and the retrain build models in their own processes. The whole
+    run is checked in tests/test_tracking.py; this is the quick check of every driver module."""
+    code = f"""
+import sys, tempfile
+import trainables.cli, trainables.run, trainables.report.write, trainables.tracking.runs, trainables.tracking.models
+import trainables.tune.retrain, trainables.tune.data_parallel, trainables.tune.study
+from trainables.spec.load import load_spec
+from trainables.spec.preflight import preflight
+from trainables.tune.tuner import build_tuner
+for overrides in ([], ["resources.workers=2", "scheduler.name=fifo"]):
+    spec = preflight(load_spec({str(PACKAGE.parent / "search_spaces" / "quickstart.yaml")!r}, overrides))
+    build_tuner(spec, storage=tempfile.mkdtemp(dir={str(tmp_path)!r}))
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision")))
+"""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout[-2000:]

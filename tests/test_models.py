@@ -18,8 +18,8 @@ from torch import nn
 from trainables.core.data import DatasetConfig
 from trainables.core.engine import count_params, run_trial
 from trainables.core.models import build_model, get_model, model_names
+from trainables.core.models.catalog import SEED_EPOCHS
 from trainables.core.models.finetune import FinetuneModel, layer_table, trainable_layers
-from trainables.core.models.mnist_modes import SEED_EPOCHS
 from trainables.core.trial import Training, build
 
 NUM_CLASSES = 7

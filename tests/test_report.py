@@ -14,6 +14,7 @@ import yaml
 
 from tests.helpers import run_cli, write
 from trainables.core.engine import Retrained
+from trainables.core.retrained import packed
 from trainables.report.figures import fig_metric_vs_param, fig_parallel
 from trainables.report.importance import importances
 from trainables.report.values import label
@@ -21,6 +22,7 @@ from trainables.report.write import write_report, yaml_value
 from trainables.results.read import Sweep, TrialRecord
 from trainables.results.retrained import load_retrained, save_retrained
 from trainables.spec.load import parse_spec
+from trainables.tracking.models import package_model
 
 SYNTH = """\
 name: synth
@@ -112,10 +114,18 @@ def test_retrained_model_in_the_report(tmp_path):
     best = sweep.best()
     history = [{"epoch": e, "train_acc": 0.5 + e / 10, "val_acc": 0.4 + e / 10, "train_loss": 1.0 / e}
                for e in (1, 2, 3, 4)]
-    r = Retrained(torch.nn.Linear(4, 2), test_loss=0.4321, test_acc=0.8765, history=history, example=torch.zeros(1, 4),
-                  classes=["a", "b"])
+    model = torch.nn.Linear(4, 2)
+    r = packed(Retrained(model, test_loss=0.4321, test_acc=0.8765, history=history, example=torch.zeros(1, 4),
+                         classes=["a", "b"]), package_model)
     save_retrained(str(sweep_dir), trial_id=best.trial_id, config=best.config, epochs=4, retrained=r)
-    assert load_retrained(str(sweep_dir))["test_acc"] == 0.8765 and (sweep_dir / "best_model.pt").is_file()
+    assert load_retrained(str(sweep_dir))["test_acc"] == 0.8765
+    # the weights, and the model as an MLflow model folder, as the driver got them (bytes: it has no torch)
+    weights = torch.load(sweep_dir / "best_model.pt", weights_only=True)
+    assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
+    import mlflow.pytorch
+
+    x = torch.randn(5, 4)
+    assert torch.equal(mlflow.pytorch.load_model(str(sweep_dir / "best_model"))(x), model(x))
     folder = write_report(sweep, tmp_path / "reports")
     md = (folder / "report.md").read_text()
     section = md.split("## Retrained best model", 1)[1].split("\n## ", 1)[0]

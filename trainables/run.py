@@ -8,7 +8,13 @@ from typing import Any
 from trainables.errors import SpecError
 from trainables.results.layout import experiment_dir, save_spec
 from trainables.results.read import Sweep, load_sweep
-from trainables.results.retrained import load_retrained, model_file, save_retrained, update_retrained
+from trainables.results.retrained import (
+    load_retrained,
+    model_dir,
+    save_retrained,
+    update_retrained,
+    write_model_folder,
+)
 from trainables.results.summary import print_summary
 from trainables.spec.schema import Spec
 from trainables.tracking import open_tracker
@@ -119,9 +125,10 @@ def final_steps(sweep: Sweep, *, finished: bool, stream=None, tracker=None, out:
 def retrain_best(sweep: Sweep, *, stream=None, tracker=None) -> dict[str, Any] | None:
     """final.retrain_best: the best trial's configuration trained again for the full epochs where the
     trials train (a node with their resources: tune/retrain.py), scored on the held-out test split;
-    recorded in the sweep folder and
+    recorded in the sweep folder (retrain.json, best_model.pt, best_model/ as an MLflow model) and
     logged to the parent run by the tracker (test metrics, the model, registered if asked).
     A configuration already retrained (an earlier run of this sweep) is not trained again."""
+    from trainables.tracking.models import package_model
     from trainables.tracking.null import NullTracker
     from trainables.tune.retrain import retrain_on_cluster
 
@@ -134,31 +141,30 @@ def retrain_best(sweep: Sweep, *, stream=None, tracker=None) -> dict[str, Any] |
         return None
     info, fresh = load_retrained(sweep.path), None
     if not (info and info.get("trial_id") == best.trial_id and info.get("config") == best.config
-            and info.get("epochs") == spec.epochs):
+            and info.get("epochs") == spec.epochs and (info.get("model_uri") or model_dir(sweep.path, info))):
         print(f"final: retraining trial {best.trial_id}'s configuration for {spec.epochs} epochs, "
               f"then scoring the test split...", file=stream, flush=True)
-        fresh, where, node_id = retrain_on_cluster(spec, best.config, sweep_path=sweep.path)
+        fresh, where, node_id = retrain_on_cluster(spec, best.config, sweep_path=sweep.path, package=package_model)
         info = save_retrained(sweep.path, trial_id=best.trial_id, config=best.config, epochs=spec.epochs,
                               retrained=fresh, node=where, node_id=node_id)
     print(f"final: retrained best: test_acc={_fmt(info['test_acc'])} test_loss={_fmt(info['test_loss'])} "
           f"(on {info.get('node', 'this machine')}, {info.get('precision', 'fp32')})", file=stream)
     if not info.get("model_uri"):
         path = sweep.path
-        load = (lambda: (fresh.model, fresh.example)) if fresh is not None else (lambda: _load_model(sweep, info))
-        tracker.log_retrained(info, load, on_logged=lambda got: update_retrained(path, **got))
+        tracker.log_retrained(info, lambda: _model_folder(sweep, info, fresh),
+                              on_logged=lambda got: update_retrained(path, **got))
     return info
 
 
-def _load_model(sweep: Sweep, info: dict[str, Any]):
-    """The retrained model (and one test input) from best_model.pt, to log it again."""
-    import torch
+def _model_folder(sweep: Sweep, info: dict[str, Any], fresh) -> str:
+    """The retrained model's MLflow model folder: in the sweep folder, or (remote storage) a temporary one."""
+    import tempfile
+    from pathlib import Path
 
-    from trainables.core.engine import example_input
-    from trainables.core.trial import build
-
-    model, splits, _ = build(info["config"], sweep.spec.dataset, torch.device("cpu"))
-    model.load_state_dict(torch.load(model_file(sweep.path, info), map_location="cpu", weights_only=True))
-    return model, example_input(splits)
+    saved = model_dir(sweep.path, info)
+    if saved is not None:
+        return str(saved)
+    return str(write_model_folder(fresh.files, Path(tempfile.mkdtemp(prefix="trainables-model-")) / "model"))
 
 
 def _fmt(x: float | None) -> str:

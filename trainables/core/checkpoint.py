@@ -4,17 +4,19 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import torch
-
 STATE_FILE = "state.pt"
 
 
 def save_state(state: dict[str, Any], folder: str) -> None:
+    import torch
+
     torch.save(state, os.path.join(folder, STATE_FILE))
 
 
 def load_state(folder: str) -> dict[str, Any]:
     """The state saved in folder; weights_only: a checkpoint is data, never code."""
+    import torch
+
     return torch.load(os.path.join(folder, STATE_FILE), map_location="cpu", weights_only=True)
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from trainables.core.data import DatasetConfig, image_size_for
 from trainables.core.models import get_model
 
@@ -34,6 +32,8 @@ def dataset_shape(cfg: DatasetConfig) -> tuple[int, int, int]:
 def model_size(config: dict[str, Any], dataset: DatasetConfig) -> dict[str, int]:
     """total_params, trainable_params, activations (values every layer outputs for one example) and the
     image_size the model is given (the spec's, the model's own, or the dataset's)."""
+    import torch
+
     entry = get_model(config.get("model", "cnn"))
     fields = entry.params.model_fields
     values = {k: v for k, v in config.items() if k in fields}

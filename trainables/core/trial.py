@@ -5,40 +5,13 @@ model's keys, `Training` the keys every model shares, and `build` puts them toge
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from trainables.core.data import DatasetConfig, Splits, TensorSplit, load_splits
 from trainables.core.models import get_model
-
-
-class Training(BaseModel):
-    """The training keys every model shares."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    lr: float = Field(default=1e-3, gt=0.0, le=10.0)
-    batch_size: int = Field(default=64, ge=1, le=65536)
-    optimizer: Literal["sgd", "adam", "adamw", "rmsprop"] = "adam"
-    momentum: float = Field(default=0.9, ge=0.0, lt=1.0)  # sgd and rmsprop
-    weight_decay: float = Field(default=0.0, ge=0.0, lt=1.0)
-    lr_schedule: Literal["none", "cosine", "step"] = "none"
-    lr_step_epochs: int = Field(default=0, ge=0)  # step schedule: decay every N epochs (0: a third of the run)
-    lr_gamma: float = Field(default=0.1, gt=0.0, le=1.0)  # step schedule: decay factor
-    label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
-    augment: bool = False
-    seed: int = Field(default=0, ge=0, le=2**32 - 1)  # NumPy's range; epochs are added to it for batches
-
-
-TRAINING_KEYS = frozenset(Training.model_fields)
-
-
-
-def clean_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The trial's hyperparameters: conditional parameters of other branches (None) dropped."""
-    return {k: v for k, v in config.items() if v is not None}
+from trainables.core.training import TRAINING_KEYS, Training
 
 
 def pick_device() -> torch.device:

@@ -19,7 +19,8 @@ DEFAULT_STORAGE = "results"
 SPEC_FILE = "spec.yaml"  # the resolved spec, kept beside Ray's experiment state
 RUN_FILE = "mlflow_run.json"  # which MLflow parent run is this sweep's
 RETRAIN_FILE = "retrain.json"  # the retrained best model's record ...
-MODEL_FILE = "best_model.pt"  # ... and its weights (a state_dict)
+MODEL_FILE = "best_model.pt"  # ... its weights (a state_dict) ...
+MODEL_DIR = "best_model"  # ... and the model as an MLflow model folder (mlflow.pytorch.load_model takes it)
 STUDY_FILE = "optuna.db"  # the optuna search's study (SQLite): `optuna-dashboard sqlite:///<sweep>/optuna.db`
 SKIPPED_FILE = "skipped.jsonl"  # configurations never trained: they violate `constraints:` (one JSON line each)
 

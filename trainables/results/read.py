@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainables.core.trial import clean_config
+from trainables.core.training import clean_config
 from trainables.errors import SpecError
 from trainables.results.layout import SPEC_FILE, storage_root
 from trainables.results.trials import SweepFolder

@@ -1,15 +1,20 @@
-"""The retrained best model's record in the sweep folder: retrain.json and its weights, best_model.pt."""
+"""The retrained best model's record in the sweep folder: retrain.json, its weights (best_model.pt) and the
+model as an MLflow model folder (best_model/)."""
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from trainables.results.layout import MODEL_FILE, RETRAIN_FILE, is_remote, read_json, write_json
+from trainables.results.layout import MODEL_DIR, MODEL_FILE, RETRAIN_FILE, is_remote, read_json, write_json
 
 
 def save_retrained(sweep_path: str, *, trial_id: str, config: dict[str, Any], epochs: int, retrained,
                    node: str | None = None, node_id: str | None = None) -> dict[str, Any]:
-    """Write <sweep>/retrain.json and the weights (<sweep>/best_model.pt); returns the record."""
+    """Write <sweep>/retrain.json, the weights (<sweep>/best_model.pt) and the MLflow model folder
+    (<sweep>/best_model/) of a core.retrained.Packed; returns the record."""
     info = {
         "trial_id": trial_id, "config": config, "epochs": epochs, "node": node, "node_id": node_id,
         "precision": getattr(retrained, "precision", "fp32"),
@@ -18,11 +23,34 @@ def save_retrained(sweep_path: str, *, trial_id: str, config: dict[str, Any], ep
         "classes": retrained.classes, "model_file": MODEL_FILE,
     }
     if not is_remote(sweep_path):
-        import torch
-
-        torch.save(retrained.model.state_dict(), Path(sweep_path) / MODEL_FILE)
-        write_json(Path(sweep_path) / RETRAIN_FILE, info)
+        folder = Path(sweep_path)
+        tmp = folder / f".{MODEL_FILE}.tmp"
+        tmp.write_bytes(retrained.weights)
+        os.replace(tmp, folder / MODEL_FILE)
+        if retrained.files:
+            write_model_folder(retrained.files, folder / MODEL_DIR)
+            info["model_dir"] = MODEL_DIR
+        write_json(folder / RETRAIN_FILE, info)
     return info
+
+
+def write_model_folder(files: dict[str, bytes], dest: Path) -> Path:
+    """The MLflow model folder's files written under dest (an earlier one replaced); a path that would
+    leave dest is refused (ValueError)."""
+    dest = Path(dest)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
+    try:
+        for rel, data in files.items():
+            target = (tmp / rel).resolve()
+            if Path(rel).is_absolute() or not target.is_relative_to(tmp.resolve()):
+                raise ValueError(f"a model file outside its folder: {rel!r}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        shutil.rmtree(dest, ignore_errors=True)
+        os.replace(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
 
 
 def update_retrained(sweep_path: str, **fields: Any) -> None:
@@ -42,3 +70,9 @@ def load_retrained(sweep_path: str) -> dict[str, Any] | None:
 def model_file(sweep_path: str, info: dict[str, Any]) -> Path:
     """Where the record's weights are."""
     return Path(sweep_path) / info.get("model_file", MODEL_FILE)
+
+
+def model_dir(sweep_path: str, info: dict[str, Any]) -> Path | None:
+    """Where the record's MLflow model folder is; None if it has none (made before there was one)."""
+    path = Path(sweep_path) / info["model_dir"] if info.get("model_dir") else None
+    return path if path is not None and (path / "MLmodel").is_file() else None

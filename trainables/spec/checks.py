@@ -50,7 +50,7 @@ def _check_trainable_import(spec: Spec, doc) -> None:
 def _check_models(spec: Spec, space: Mapping[str, Param], doc) -> None:
     """Every value a trial may see is valid for every model it may be paired with."""
     from trainables.core.models import get_model, model_names
-    from trainables.core.trial import TRAINING_KEYS, Training
+    from trainables.core.training import TRAINING_KEYS, Training
 
     for metric, _ in spec.objectives:
         if metric not in METRICS:

@@ -46,8 +46,7 @@ def _error(spec: Spec, message: str, path: str) -> SpecError:
 # ---- the dataset ------------------------------------------------------------------------------
 
 def _dataset(spec: Spec, say: Callable[[str], None]) -> Spec:
-    from trainables.core.data import DatasetNotFound
-    from trainables.core.data.builtin import CIFAR10_FILES, MNIST_FILES
+    from trainables.core.data import CIFAR10_FILES, MNIST_FILES, DatasetNotFound, data_root
 
     d = spec.dataset
     if d.root is not None and not d.download:
@@ -65,9 +64,7 @@ def _dataset(spec: Spec, say: Callable[[str], None]) -> Spec:
         raise _error(spec, f"{d.num_samples} images for {d.num_classes} classes: the stratified splits need at "
                            f"least 5 per class ({5 * d.num_classes})", "dataset.num_samples")
     if d.name in ("mnist", "cifar10") and not d.download:
-        from trainables.core.data.builtin import _root
-
-        folder = _root(d) / ("MNIST/raw" if d.name == "mnist" else "cifar-10-batches-py")
+        folder = data_root(d) / ("MNIST/raw" if d.name == "mnist" else "cifar-10-batches-py")
         names = MNIST_FILES if d.name == "mnist" else CIFAR10_FILES
         missing = [n for n in names if not (folder / n).is_file() and not (folder / f"{n}.gz").is_file()]
         if missing:
@@ -111,8 +108,7 @@ def _splittable(spec: Spec, labels: list[int], *, has_test: bool, classes: list[
     classes than a split has images, would otherwise fail every trial."""
     import numpy as np
 
-    from trainables.core.data import split_indices
-    from trainables.core.data.stratify import TooFewImages
+    from trainables.core.data import TooFewImages, split_indices
 
     try:
         split_indices(np.array(labels), spec.dataset, has_test=has_test)

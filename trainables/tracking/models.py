@@ -13,12 +13,11 @@ from trainables.tracking.values import metrics_of, param_value
 
 
 def queue_retrained(submit: Callable[[str, Callable[[], None]], None], client, *, uri: str, parent_id: str,
-                    experiment_id: str, info: dict[str, Any], model, example, register: str | None,
+                    experiment_id: str, info: dict[str, Any], folder: str, register: str | None,
                     on_logged: Callable[[dict[str, Any]], None]) -> None:
-    """Queue test_acc/test_loss (and the retrain's epochs) on the parent, then the model (registered
-    under `register` unless None); on_logged(model info) once it arrived."""
+    """Queue test_acc/test_loss (and the retrain's epochs) on the parent, then the model (the MLflow model
+    folder package_model made, registered under `register` unless None); on_logged(model info) once it arrived."""
     import mlflow.models  # noqa: F401 - imported here, not on the sender thread: see below
-    import mlflow.pytorch  # noqa: F401
     from mlflow.entities import Metric, RunTag
 
     try:  # mlflow imports IPython when it is installed; half-imported on the sender thread it
@@ -33,19 +32,19 @@ def queue_retrained(submit: Callable[[str, Callable[[], None]], None], client, *
     tags = [RunTag("retrained_trial_id", info["trial_id"])]
     submit("the retrained model's test metrics", lambda: client.log_batch(parent_id, metrics=metrics, tags=tags))
     params = {k: param_value(v)[:6000] for k, v in info.get("config", {}).items()}
-    submit("the retrained model", lambda: on_logged(log_model(client, uri, parent_id, experiment_id, model, example,
-                                                              register, params)))
+    submit("the retrained model", lambda: on_logged(log_model(client, uri, parent_id, experiment_id, folder, register,
+                                                              params)))
 
 
-def log_model(client, uri: str, parent_id: str, experiment_id: str, model, example, register: str | None,
-              params: dict[str, str]) -> dict[str, Any]:
-    """Log the model (with its signature and this package's code) in the sweep's experiment, linked to
-    the parent run, the best configuration as its params; its URI and registered version, also tagged
-    on the parent. Runs on the sender thread."""
-    import mlflow
+def package_model(model, example) -> dict[str, bytes]:
+    """The model as an MLflow model folder (its signature, this package's code, torch pinned), each file's
+    relative path -> content. Called where the model is (the retrain's Ray task, with torch): the driver,
+    which writes and logs the folder, never imports torch."""
+    import tempfile
+    from pathlib import Path
+
     import mlflow.pytorch
     import torch
-    from mlflow.entities import RunTag
     from mlflow.models import infer_signature
 
     import trainables
@@ -53,6 +52,47 @@ def log_model(client, uri: str, parent_id: str, experiment_id: str, model, examp
     model = model.cpu().eval()
     with torch.no_grad():
         signature = infer_signature(example.numpy(), model(example).numpy())
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model"
+        mlflow.pytorch.save_model(
+            model, str(path), signature=signature, serialization_format="pickle",
+            code_paths=[os.path.dirname(trainables.__file__)],  # the model's classes, to load it anywhere
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+        )
+        return {str(f.relative_to(path)): f.read_bytes() for f in sorted(path.rglob("*"))
+                if f.is_file() and "__pycache__" not in f.parts}
+
+
+class _Saved:
+    """A flavor for MLflow's Model.log whose save_model copies a folder package_model made: MLflow's own
+    logging (logged model, run output, registration) without the model object, which needs torch."""
+
+    __name__ = "mlflow.pytorch"
+
+    def __init__(self, folder: str):
+        self.folder = folder
+
+    def save_model(self, path: str, mlflow_model, **kwargs) -> None:
+        import shutil
+
+        from mlflow.models import Model
+
+        shutil.copytree(self.folder, path)
+        made = Model.load(path)
+        mlflow_model.flavors, mlflow_model.signature = made.flavors, made.signature
+        mlflow_model.saved_input_example_info = made.saved_input_example_info
+        mlflow_model.model_size_bytes = made.model_size_bytes
+        mlflow_model.save(os.path.join(path, "MLmodel"))
+
+
+def log_model(client, uri: str, parent_id: str, experiment_id: str, folder: str, register: str | None,
+              params: dict[str, str]) -> dict[str, Any]:
+    """Log the model folder in the sweep's experiment, linked to the parent run, the best configuration as
+    its params; its URI and registered version, also tagged on the parent. Runs on the sender thread."""
+    import mlflow
+    from mlflow.entities import RunTag
+    from mlflow.models import Model
+
     old = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
     mlflow.set_tracking_uri(uri)
     try:
@@ -60,13 +100,8 @@ def log_model(client, uri: str, parent_id: str, experiment_id: str, model, examp
         # unless it is made first in the one it belongs to.
         pending = mlflow.initialize_logged_model(name="model", source_run_id=parent_id, experiment_id=experiment_id,
                                                  params=params, model_type="classifier")
-        logged = mlflow.pytorch.log_model(
-            model, name="model", run_id=parent_id, model_id=pending.model_id, signature=signature,
-            serialization_format="pickle",
-            registered_model_name=register, await_registration_for=60,
-            code_paths=[os.path.dirname(trainables.__file__)],  # the model's classes, to load it anywhere
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-        )
+        logged = Model.log(artifact_path=None, name="model", flavor=_Saved(folder), run_id=parent_id,
+                           model_id=pending.model_id, registered_model_name=register, await_registration_for=60)
     finally:
         mlflow.set_tracking_uri(old)  # None: back to unset
     out = {"model_uri": logged.model_uri}

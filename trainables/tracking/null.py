@@ -48,9 +48,9 @@ class NullTracker:
     def sync(self, sweep, *, close: bool = True) -> None:
         pass
 
-    def log_retrained(self, info: dict[str, Any], load_model: Callable[[], tuple[Any, Any]],
+    def log_retrained(self, info: dict[str, Any], model_folder: Callable[[], str],
                       on_logged: Callable[[dict[str, Any]], None]) -> None:
-        pass  # load_model is not called: loading a model nobody logs would only cost time
+        pass  # model_folder is not called: nobody logs the model
 
     def log_report(self, folder: str | os.PathLike) -> None:
         pass

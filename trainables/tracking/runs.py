@@ -218,15 +218,14 @@ class Tracker:
         parent, folder = self.parent_id, str(folder)
         self._submit("the report", lambda: self.client.log_artifacts(parent, folder, "report"))
 
-    def log_retrained(self, info: dict[str, Any], load_model: Callable[[], tuple[Any, Any]],
+    def log_retrained(self, info: dict[str, Any], model_folder: Callable[[], str],
                       on_logged: Callable[[dict[str, Any]], None]) -> None:
-        """test_acc/test_loss (and the retrain's epochs) on the parent; the model (from load_model(), called
-        here on the driver) logged, and registered under the experiment's name when tracking.register;
+        """test_acc/test_loss (and the retrain's epochs) on the parent; the model (the MLflow model folder
+        model_folder() gives) logged, and registered under the experiment's name when tracking.register;
         on_logged(model info) once it arrived."""
-        model, example = load_model()
         register = self.spec.experiment if self.spec.tracking.register_model else None
         queue_retrained(self._submit, self.client, uri=self.uri, parent_id=self.parent_id,
-                        experiment_id=self.experiment_id, info=info, model=model, example=example, register=register,
+                        experiment_id=self.experiment_id, info=info, folder=model_folder(), register=register,
                         on_logged=on_logged)
 
     def finish(self, sweep, *, wall_seconds: float, status: str = "FINISHED", wait: float | None = None) -> bool:

@@ -8,7 +8,7 @@ import time
 from ray.tune import Callback
 from ray.tune.stopper import Stopper
 
-from trainables.core.trial import clean_config
+from trainables.core.training import clean_config
 from trainables.errors import SpecError
 from trainables.results.read import RAY_KEYS, STOPPED, trial_status
 from trainables.spec.schema import Spec

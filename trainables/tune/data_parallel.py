@@ -17,14 +17,15 @@ import functools
 import math
 import tempfile
 import threading
-from typing import Any, Callable
-
-import torch
+from typing import TYPE_CHECKING, Any, Callable
 
 from trainables.core.checkpoint import load_state, save_state
 from trainables.core.data import DatasetConfig
 from trainables.errors import SpecError
 from trainables.spec.schema import ResourcesConfig, Spec
+
+if TYPE_CHECKING:
+    import torch
 
 DRIVER_CPU = 0.01  # the Tune trial of a data-parallel run only waits on its Train run
 STOP_TIMEOUT_S = 60.0  # how long a stopped trial waits for its Train run to shut down
@@ -265,6 +266,7 @@ def _train_loop(hparams: dict[str, Any], *, dataset: DatasetConfig, start: dict[
     """One data-parallel worker: the engine on its shard, the model in DDP; rank 0 checkpoints."""
     import ray.train
     import ray.train.torch
+    import torch
 
     from trainables.core.engine import run_trial
 
@@ -296,6 +298,7 @@ def _train_loop(hparams: dict[str, Any], *, dataset: DatasetConfig, start: dict[
 def average_over_workers(metrics: dict[str, Any], *, world: int, device: torch.device) -> None:
     """In place: train loss and accuracy averaged over the workers (equal shards), throughput
     summed, epoch time the slowest worker's; validation is the same on every worker already."""
+    import torch
     import torch.distributed as dist
 
     if world == 1 or not dist.is_initialized():

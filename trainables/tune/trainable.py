@@ -1,4 +1,7 @@
-"""The Ray rim of a trial: the only caller of tune.report / tune.get_checkpoint."""
+"""The Ray rim of a trial: the only caller of tune.report / tune.get_checkpoint.
+
+The driver imports this module to hand Tune its functions: torch is imported in the trial, not here.
+"""
 from __future__ import annotations
 
 import functools
@@ -6,20 +9,19 @@ import sys
 import tempfile
 from typing import Any
 
-import torch
-
 from trainables.core.checkpoint import Cadence, load_state, save_state
 from trainables.core.data import DatasetConfig
-from trainables.core.engine import run_trial
-from trainables.core.trial import clean_config
+from trainables.core.training import clean_config
 
 
 def classifier(config: dict[str, Any], *, dataset: DatasetConfig, epochs: int, threads: int = 1,
                performance: dict[str, Any] | None = None, checkpoint_every: int | None = 1) -> None:
     """A Ray Tune function trainable: one report per epoch, with a checkpoint when Cadence(checkpoint_every)
     says; resumes from one. `performance`: the spec's performance options (engine.run_trial's keywords)."""
+    import torch
     from ray import tune
 
+    from trainables.core.engine import run_trial
     from trainables.tune.data_parallel import assigned_gpu
 
     torch.set_num_threads(max(1, threads))

@@ -2,51 +2,43 @@
 
 Small datasets live as one normalised tensor per split (tensors.py, builtin.py); image folders
 stream through DataLoader workers (folders.py). Importers use this package's names, not its modules'.
+The `dataset:` section, file names and the seeded split need no torch and are imported at once
+(the driver validates specs with them); the rest is imported on first use.
 """
 from __future__ import annotations
 
-import functools
-from typing import Callable
+import importlib
+from typing import Any
 
-from trainables.core.data.builtin import CIFAR10_FILES, MNIST_FILES, cifar10, digits, fake, mnist
-from trainables.core.data.config import DEFAULT_ROOT, DatasetConfig, DatasetName, DatasetNotFound
-from trainables.core.data.folders import FOLDER_DEFAULT_SIZE, FolderSplit, imagefolder
-from trainables.core.data.tensors import (
-    Split,
-    Splits,
-    TensorSplit,
-    augment_batch,
+from trainables.core.data.config import (
+    CIFAR10_FILES,
+    DEFAULT_ROOT,
+    MNIST_FILES,
+    DatasetConfig,
+    DatasetName,
+    DatasetNotFound,
+    data_root,
     image_size_for,
-    shard_order,
-    split_indices,
-    stratified_split,
-    tensor_splits,
 )
-from trainables.core.models.registry import Preprocess
+from trainables.core.data.stratify import TooFewImages, split_indices, stratified_split
 
-__all__ = [
-    "CIFAR10_FILES", "DEFAULT_ROOT", "FOLDER_DEFAULT_SIZE", "LOADERS", "MNIST_FILES", "DatasetConfig", "DatasetName",
-    "DatasetNotFound", "FolderSplit", "Split", "Splits", "TensorSplit", "augment_batch", "image_size_for",
-    "load_splits", "shard_order", "split_indices", "stratified_split", "tensor_splits",
-]
-
-NO_PREPROCESS = Preprocess()  # the default: the model asks nothing of the input (a singleton: ruff B008)
-
-LOADERS: dict[str, Callable[[DatasetConfig, Preprocess], Splits]] = {
-    "digits": digits,
-    "mnist": mnist,
-    "cifar10": cifar10,
-    "imagefolder": imagefolder,
-    "inaturalist": imagefolder,  # the seeds' iNaturalist 12K subset: an image folder
-    "fake": fake,
+# name -> the module (of this package) that holds it: these need torch
+_LAZY = {
+    **dict.fromkeys(("cifar10", "digits", "fake", "mnist"), "builtin"),
+    **dict.fromkeys(("FOLDER_DEFAULT_SIZE", "FolderSplit", "imagefolder"), "folders"),
+    **dict.fromkeys(("Split", "Splits", "TensorSplit", "augment_batch", "shard_order", "tensor_splits"), "tensors"),
+    **dict.fromkeys(("LOADERS", "load_splits"), "loaders"),
 }
 
+__all__ = [
+    "CIFAR10_FILES", "DEFAULT_ROOT", "MNIST_FILES", "DatasetConfig", "DatasetName", "DatasetNotFound", "TooFewImages",
+    "data_root", "image_size_for", "split_indices", "stratified_split", *_LAZY,
+]
 
-@functools.lru_cache(maxsize=4)
-def load_splits(cfg: DatasetConfig, pre: Preprocess = NO_PREPROCESS) -> Splits:
-    """The seeded train/val/test splits of a dataset; cached so a reused trial actor loads once."""
-    try:
-        loader = LOADERS[cfg.name]
-    except KeyError:
-        raise ValueError(f"dataset {cfg.name!r} is not available; expected one of {sorted(LOADERS)}") from None
-    return loader(cfg, pre)
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    globals()[name] = value
+    return value

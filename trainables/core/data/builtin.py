@@ -7,14 +7,16 @@ from pathlib import Path
 
 import torch
 
-from trainables.core.data.config import DEFAULT_ROOT, DatasetConfig, DatasetNotFound
-from trainables.core.data.tensors import Splits, image_size_for, tensor_splits
+from trainables.core.data.config import (
+    CIFAR10_FILES,
+    MNIST_FILES,
+    DatasetConfig,
+    DatasetNotFound,
+    data_root,
+    image_size_for,
+)
+from trainables.core.data.tensors import Splits, tensor_splits
 from trainables.core.models.registry import Preprocess
-
-MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-               "t10k-labels-idx1-ubyte")
-CIFAR10_FILES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch",
-                 "batches.meta")
 
 
 def _digits_file() -> Path:
@@ -54,10 +56,6 @@ def fake(cfg: DatasetConfig, pre: Preprocess) -> Splits:
     return tensor_splits(x, y, classes=classes, cfg=cfg, pre=pre, default_size=size, flip=True)
 
 
-def _root(cfg: DatasetConfig) -> Path:
-    return Path(cfg.root).expanduser() if cfg.root else DEFAULT_ROOT
-
-
 def _torchvision_pair(cls, root: Path, *, download: bool, missing: str):
     """torchvision's (train, test) datasets of `cls`, or DatasetNotFound with `missing` and the cause."""
     try:
@@ -69,7 +67,7 @@ def _torchvision_pair(cls, root: Path, *, download: bool, missing: str):
 def mnist(cfg: DatasetConfig, pre: Preprocess) -> Splits:
     from torchvision.datasets import MNIST
 
-    root = _root(cfg)
+    root = data_root(cfg)
     missing = (
         f"mnist: files not found. Put {', '.join(MNIST_FILES)} (the MNIST release's .gz files, "
         f"unpacked) in {root / 'MNIST' / 'raw'}/, or set `download: true` in the dataset section where a network exists"
@@ -125,7 +123,7 @@ def _cifar10_unchecked(folder: Path):
 def cifar10(cfg: DatasetConfig, pre: Preprocess) -> Splits:
     from torchvision.datasets import CIFAR10
 
-    root = _root(cfg)
+    root = data_root(cfg)
     folder = root / CIFAR10.base_folder
     missing = (
         f"cifar10: files not found. Put {', '.join(CIFAR10_FILES)} (cifar-10-python.tar.gz, unpacked) "

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+if TYPE_CHECKING:
+    from trainables.core.models.registry import Preprocess
 
 DatasetName = Literal["digits", "mnist", "cifar10", "imagefolder", "inaturalist", "fake"]
 
@@ -53,3 +56,19 @@ class DatasetNotFound(ValueError):
 
 # mnist / cifar10 without `root`: an absolute folder, since Ray may run trials in another cwd.
 DEFAULT_ROOT = Path(os.environ.get("TRAINABLES_DATA", "~/.cache/trainables/data")).expanduser()
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+               "t10k-labels-idx1-ubyte")
+CIFAR10_FILES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch",
+                 "batches.meta")
+
+
+def data_root(cfg: DatasetConfig) -> Path:
+    """Where a built-in dataset's files are: dataset.root, else the default data folder."""
+    return Path(cfg.root).expanduser() if cfg.root else DEFAULT_ROOT
+
+
+def image_size_for(cfg: DatasetConfig, pre: Preprocess, default: int) -> int:
+    """The model's required size, else the spec's, else the dataset's own raised to what the model
+    survives (mnist's 28 px would not get through the cnn's five poolings). An explicit size that
+    is too small is left for the model to reject with its own message."""
+    return pre.image_size or cfg.image_size or max(default, pre.min_image_size)

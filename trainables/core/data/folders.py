@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainables.core.data.config import DatasetConfig, DatasetNotFound
-from trainables.core.data.tensors import Splits, image_size_for, shard_order, split_indices
+from trainables.core.data.config import DatasetConfig, DatasetNotFound, image_size_for
+from trainables.core.data.stratify import split_indices
+from trainables.core.data.tensors import Splits, shard_order
 from trainables.core.models.registry import Preprocess
 
 # Without the model's own statistics (an ImageNet backbone gives them), folders are normalised by

@@ -10,6 +10,8 @@ from math import ceil
 
 import numpy as np
 
+from trainables.core.data.config import DatasetConfig
+
 
 class TooFewImages(ValueError):
     """A class, or a split, too small for a stratified split; the message says which and how to fix it."""
@@ -62,3 +64,19 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
         test.extend(members[n_i[i] : n_i[i] + t_i[i]])
     # (scikit-learn then shuffles both lists: no matter once sorted)
     return np.sort(np.array(train, dtype=np.int64)), np.sort(np.array(test, dtype=np.int64))
+
+
+def split_indices(
+    labels: np.ndarray, cfg: DatasetConfig, *, has_test: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train, val, test) indices into labels: test carved first when the dataset has none (else
+    empty), then val from the rest, then `limit` on train; all stratified and seeded by cfg.seed."""
+    idx = np.arange(len(labels))
+    test = np.zeros(0, dtype=np.int64)
+    if not has_test:
+        idx, test = stratified_split(labels, cfg.test_fraction, cfg.seed)
+    tr, va = stratified_split(labels[idx], cfg.val_fraction, cfg.seed)
+    tr, va = idx[tr], idx[va]
+    if cfg.limit is not None and len(tr) > cfg.limit:
+        tr = np.sort(np.random.default_rng(cfg.seed).choice(tr, cfg.limit, replace=False))
+    return tr, va, test

@@ -9,12 +9,11 @@ import functools
 from dataclasses import dataclass
 from typing import Iterator, Protocol
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainables.core.data.config import DatasetConfig
-from trainables.core.data.stratify import stratified_split
+from trainables.core.data.config import DatasetConfig, image_size_for
+from trainables.core.data.stratify import split_indices
 from trainables.core.models.registry import Preprocess
 
 
@@ -107,29 +106,6 @@ def augment_batch(x: torch.Tensor, *, flip: bool, generator: torch.Generator | N
         mask = (torch.rand(n, generator=generator) < 0.5).to(x.device)
         out = torch.where(mask[:, None, None, None], out.flip(-1), out)
     return out
-
-
-def split_indices(
-    labels: np.ndarray, cfg: DatasetConfig, *, has_test: bool
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(train, val, test) indices into labels: test carved first when the dataset has none (else
-    empty), then val from the rest, then `limit` on train; all stratified and seeded by cfg.seed."""
-    idx = np.arange(len(labels))
-    test = np.zeros(0, dtype=np.int64)
-    if not has_test:
-        idx, test = stratified_split(labels, cfg.test_fraction, cfg.seed)
-    tr, va = stratified_split(labels[idx], cfg.val_fraction, cfg.seed)
-    tr, va = idx[tr], idx[va]
-    if cfg.limit is not None and len(tr) > cfg.limit:
-        tr = np.sort(np.random.default_rng(cfg.seed).choice(tr, cfg.limit, replace=False))
-    return tr, va, test
-
-
-def image_size_for(cfg: DatasetConfig, pre: Preprocess, default: int) -> int:
-    """The model's required size, else the spec's, else the dataset's own raised to what the model
-    survives (mnist's 28 px would not get through the cnn's five poolings). An explicit size that
-    is too small is left for the model to reject with its own message."""
-    return pre.image_size or cfg.image_size or max(default, pre.min_image_size)
 
 
 def _prepare(x: torch.Tensor, *, image_size: int, channels: int | None, mean=None, std=None,

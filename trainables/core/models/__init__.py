@@ -1,10 +1,5 @@
-"""Model zoo. Importing this package registers every model."""
-from trainables.core.models import (  # noqa: F401  (imported for their registrations)
-    cnn,  # registers "cnn"
-    finetune,  # registers "finetune"
-    mnist_modes,  # registers "mnist_mode"
-    pairs,  # registers the seed-000 pairs
-)
+"""Model zoo. Importing this package registers every model (catalog.py) without importing torch."""
+from trainables.core.models import catalog  # noqa: F401  (imported for its registrations)
 from trainables.core.models.registry import (  # noqa: F401
     ModelEntry,
     ModelParams,

@@ -1,34 +1,11 @@
-"""The configurable 5-block CNN of seeds 001 and 004."""
+"""The configurable 5-block CNN of seeds 001 and 004 (its hyperparameters: catalog.CNNParams)."""
 from __future__ import annotations
 
-from typing import Annotated
-
 import torch
-from pydantic import Field, field_validator
 from torch import nn
 
-from trainables.core.layers import Activation, create_act
-from trainables.core.models.registry import ModelParams, Preprocess, register_model
-
-NUM_BLOCKS = 5
-Width = Annotated[int, Field(ge=1, le=4096)]
-Kernel = Annotated[int, Field(ge=1, le=15)]
-
-
-class CNNParams(ModelParams):
-    kernel_sizes: list[Kernel] = [3, 3, 3, 3, 3]
-    filters: list[Width] = [32, 32, 32, 32, 32]
-    activation: Activation = "relu"
-    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
-    batch_norm: bool = False
-    dense_units: Width = 128
-
-    @field_validator("kernel_sizes", "filters")
-    @classmethod
-    def _five(cls, v: list[int]) -> list[int]:
-        if len(v) != NUM_BLOCKS:
-            raise ValueError(f"expected {NUM_BLOCKS} values, one per block, got {len(v)}")
-        return v
+from trainables.core.layers import create_act
+from trainables.core.models.catalog import NUM_BLOCKS, CNNParams
 
 
 class CNN(nn.Module):
@@ -65,6 +42,5 @@ class CNN(nn.Module):
         return self.classifier(self.dense(self.features(x)))
 
 
-@register_model("cnn", params=CNNParams, preprocess=lambda p: Preprocess(min_image_size=2**NUM_BLOCKS))
 def cnn(p: CNNParams, *, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
     return CNN(p, num_classes=num_classes, in_channels=in_channels, image_size=image_size)

@@ -12,42 +12,15 @@ in eval mode whenever the model trains, so their running statistics are kept too
 from __future__ import annotations
 
 import os
-from typing import Annotated, Literal
 from urllib.parse import urlparse
 
 import torch
-from pydantic import Field, field_validator
 from torch import nn
 
-from trainables.core.models.registry import ModelParams, Preprocess, register_model
+from trainables.core.models.catalog import FinetuneParams
 
-Backbone = Literal[
-    "resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0"
-]
-Freeze = Literal["none", "all_but_head", "first_fraction", "first_k", "last_k_trainable", "head_frozen"]
-MIN_IMAGE_SIZE = 32  # five stride-2 stages down to 1x1
 # Prefixes a saved state_dict may carry: this wrapper, DataParallel/DDP, torch.compile.
 _KEY_PREFIXES = ("backbone.", "module.", "_orig_mod.")
-
-
-class FinetuneParams(ModelParams):
-    backbone: Backbone = "resnet18"
-    weights: str = "none"  # imagenet | none | PATH to a state_dict
-    freeze: Freeze = "none"
-    # first_fraction: freeze this fraction of the backbone's layers, counted from the input
-    # (the new head is not counted and trains: 1.0 is all_but_head).
-    freeze_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
-    # first_k: freeze the first k layers (head excluded, as above); last_k_trainable: train
-    # only the last k layers, the head included (seed 003 trains the last two).
-    k: Annotated[int, Field(ge=0, le=10_000)] = 2
-
-    @field_validator("weights")
-    @classmethod
-    def _weights(cls, v: str) -> str:
-        v = v.strip()
-        if not v:
-            raise ValueError("weights must be 'imagenet', 'none' or a path to a state_dict file")
-        return v.lower() if v.lower() in ("imagenet", "none") else os.path.expanduser(v)
 
 
 def parameterised_layers(module: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
@@ -196,18 +169,6 @@ def frozen_layers(names: list[str], head: str, p: FinetuneParams) -> list[str]:
     return [head]  # head_frozen
 
 
-def _preprocess(p: FinetuneParams) -> Preprocess:
-    import torchvision  # here, not at the top: `tune validate` and every other model never need it
-
-    if p.weights == "imagenet":
-        t = torchvision.models.get_model_weights(p.backbone).DEFAULT.transforms()
-        return Preprocess(channels=3, mean=tuple(t.mean), std=tuple(t.std), image_size=t.crop_size[0],
-                          min_image_size=MIN_IMAGE_SIZE)
-    # Random or file weights: the dataset's own normalisation; grayscale is repeated to 3 channels.
-    return Preprocess(channels=3, min_image_size=MIN_IMAGE_SIZE)
-
-
-@register_model("finetune", params=FinetuneParams, preprocess=_preprocess)
 def finetune(p: FinetuneParams, *, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
     import torchvision
 

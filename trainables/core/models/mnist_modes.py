@@ -24,33 +24,11 @@ on digits within 8 epochs of the seed's own settings.
 """
 from __future__ import annotations
 
-from typing import Any, Literal
-
 import torch
 from torch import nn
 
 from trainables.core.layers import create_act
-from trainables.core.models.registry import ModelParams, Preprocess, register_model
-
-# The seed's epochs per mode; epochs are a sweep setting, not a Training key, so recorded only.
-SEED_EPOCHS = {1: 60, 2: 60, 3: 60, 4: 60, 5: 40}
-CONV_KERNEL, CONV_FILTERS = 5, 40
-
-
-class MnistModeParams(ModelParams):
-    mode: Literal[1, 2, 3, 4, 5] = 1
-
-
-def _conv_side(image_size: int) -> int:
-    """Side of the feature map after (valid 5x5 conv -> 2x2/2 pool) twice."""
-    side = image_size
-    for _ in range(2):
-        side = (side - CONV_KERNEL + 1) // 2
-    return side
-
-
-# Smallest input whose feature map survives both conv + pool stages (side >= 1).
-MIN_CONV_SIZE = next(s for s in range(1, 64) if _conv_side(s) >= 1)
+from trainables.core.models.catalog import CONV_FILTERS, CONV_KERNEL, MIN_CONV_SIZE, MnistModeParams, conv_side
 
 
 class MnistMode(nn.Module):
@@ -73,7 +51,7 @@ class MnistMode(nn.Module):
                 nn.MaxPool2d(2),
                 nn.Flatten(),
             )
-            flat = CONV_FILTERS * _conv_side(image_size) ** 2
+            flat = CONV_FILTERS * conv_side(image_size) ** 2
         widths = {1: [100], 2: [100], 3: [100], 4: [100, 100], 5: [1000, 1000]}[mode]
         hidden: list[nn.Module] = []
         for w in widths:
@@ -98,17 +76,5 @@ class MnistMode(nn.Module):
         return self.classifier(self.hidden(self.features(x)))
 
 
-def _training_defaults(p: MnistModeParams) -> dict[str, Any]:
-    # The seed's plain SGD: no momentum, mini-batches of 10, no regularisation.
-    return {"optimizer": "sgd", "momentum": 0.0, "batch_size": 10, "lr": 0.1 if p.mode <= 2 else 0.03,
-            "weight_decay": 0.0}
-
-
-@register_model(
-    "mnist_mode",
-    params=MnistModeParams,
-    training_defaults=_training_defaults,
-    preprocess=lambda p: Preprocess(min_image_size=1 if p.mode == 1 else MIN_CONV_SIZE),
-)
 def mnist_mode(p: MnistModeParams, *, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
     return MnistMode(p.mode, num_classes=num_classes, in_channels=in_channels, image_size=image_size)

@@ -12,27 +12,18 @@ Each ends in a global (adaptive) pooling or pools to a fixed side, so any input 
 """
 from __future__ import annotations
 
-from typing import Annotated
-
 import torch
-from pydantic import Field
 from torch import nn
 
 from trainables.core.layers import create_act, create_norm1d, create_norm2d
-from trainables.core.models.registry import ModelParams, Preprocess, register_model
-
-Width = Annotated[int, Field(ge=1, le=4096)]
-DropoutRate = Annotated[float, Field(ge=0.0, lt=1.0)]
-Scale = Annotated[float, Field(gt=0.0, le=1.0)]
-
-
-# ---- CNN pair -----------------------------------------------------------------------------
-
-class CNNPairParams(ModelParams):
-    width: Width = 64  # first block's filters, doubled per block up to 8x (64-128-256-512-512)
-    blocks: Annotated[int, Field(ge=1, le=6)] = 5
-    dense_units: Width = 4096  # two dense layers of this width before the classifier
-    dropout: DropoutRate = 0.5  # after each dense layer
+from trainables.core.models.catalog import (
+    CNNPairParams,
+    MLPBasicParams,
+    MLPModifiedParams,
+    MLPPairParams,
+    ResNetBasicParams,
+    ResNetModifiedParams,
+)
 
 
 class PairCNN(nn.Module):
@@ -70,37 +61,15 @@ class PairCNN(nn.Module):
         return self.classifier(self.dense(self.pool(self.features(x))))
 
 
-def _cnn_pre(p: CNNPairParams) -> Preprocess:
-    return Preprocess(min_image_size=2**p.blocks)  # every pooling still has 2 pixels to halve
-
-
-@register_model("cnn_basic", params=CNNPairParams, preprocess=_cnn_pre)
 def cnn_basic(p: CNNPairParams, *, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
     return PairCNN(p, kernel=3, pool="max", batch_norm=False, num_classes=num_classes, in_channels=in_channels)
 
 
-@register_model("cnn_modified", params=CNNPairParams, preprocess=_cnn_pre)
 def cnn_modified(p: CNNPairParams, *, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
     return PairCNN(p, kernel=5, pool="avg", batch_norm=True, num_classes=num_classes, in_channels=in_channels)
 
 
 # ---- MLP pair -----------------------------------------------------------------------------
-
-class _MLPParams(ModelParams):
-    hidden_scale: Scale = 1.0  # multiplies every hidden width (shrink for small machines)
-    # Images are average-pooled to at most this side before flattening: the seed flattened
-    # 224x224x3 (a 616M-weight first layer); 32 keeps 28-32 px datasets exact.
-    input_side: Annotated[int, Field(ge=1, le=512)] = 32
-
-
-class MLPBasicParams(_MLPParams):
-    dropout: DropoutRate = 0.5  # the seed's one dropout rate, after each hidden layer
-
-
-class MLPModifiedParams(_MLPParams):
-    dropout1: DropoutRate = 0.4  # after the first and third hidden layers
-    dropout2: DropoutRate = 0.6  # after the second (widest) hidden layer
-
 
 def _scaled(widths: list[int], scale: float) -> list[int]:
     return [max(1, round(w * scale)) for w in widths]
@@ -125,11 +94,10 @@ class PairMLP(nn.Module):
         return self.classifier(self.hidden(self.input(x)))
 
 
-def _side(p: _MLPParams, image_size: int) -> int:
+def _side(p: MLPPairParams, image_size: int) -> int:
     return min(p.input_side, image_size)
 
 
-@register_model("mlp_basic", params=MLPBasicParams)
 def mlp_basic(p: MLPBasicParams, *, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
     return PairMLP(
         _scaled([4096, 4096], p.hidden_scale), [p.dropout] * 2,
@@ -137,7 +105,6 @@ def mlp_basic(p: MLPBasicParams, *, num_classes: int, in_channels: int, image_si
     )
 
 
-@register_model("mlp_modified", params=MLPModifiedParams)
 def mlp_modified(p: MLPModifiedParams, *, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
     return PairMLP(
         _scaled([2048, 4096, 2048], p.hidden_scale), [p.dropout1, p.dropout2, p.dropout1],
@@ -146,16 +113,6 @@ def mlp_modified(p: MLPModifiedParams, *, num_classes: int, in_channels: int, im
 
 
 # ---- ResNet pair --------------------------------------------------------------------------
-
-class ResNetBasicParams(ModelParams):
-    width: Width = 64  # stem channels; the four stages have 1x, 2x, 4x, 8x this
-    blocks: Annotated[int, Field(ge=1, le=8)] = 1  # blocks per stage (the seed: 1; resnet18: 2)
-
-
-class ResNetModifiedParams(ModelParams):
-    width: Width = 128  # stem channels; the four stages have 2x, 4x, 4x, 8x this
-    blocks: Annotated[int, Field(ge=1, le=8)] = 1
-
 
 class ResidualBlock(nn.Module):
     """conv -> norm -> act -> conv -> norm, plus the (projected) input, then act."""
@@ -212,7 +169,6 @@ class PairResNet(nn.Module):
         return self.fc(self.pool(self.stages(self.stem(x))))
 
 
-@register_model("resnet_basic", params=ResNetBasicParams, preprocess=lambda p: Preprocess(min_image_size=8))
 def resnet_basic(p: ResNetBasicParams, *, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
     w = p.width
     stages = [(w, 1, 1), (2 * w, 2, 1), (4 * w, 2, 1), (8 * w, 2, 1)]  # three halvings: min size 8
@@ -220,7 +176,6 @@ def resnet_basic(p: ResNetBasicParams, *, num_classes: int, in_channels: int, im
                       num_classes=num_classes, in_channels=in_channels)
 
 
-@register_model("resnet_modified", params=ResNetModifiedParams, preprocess=lambda p: Preprocess(min_image_size=2))
 def resnet_modified(p: ResNetModifiedParams, *, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
     w = p.width
     # Dilation instead of striding keeps the resolution (one halving only, as in the seed).

@@ -1,11 +1,19 @@
-"""One registry of model names: each entry knows its hyperparameters and how to build itself."""
+"""One registry of model names: each entry knows its hyperparameters and where its builder is.
+
+Entries are declared in catalog.py, which needs no torch: the driver validates specs against
+them and never builds a model. The builder, an nn.Module factory, is imported from its module
+only when a model is built (in a trial's process).
+"""
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from pydantic import BaseModel, ConfigDict
-from torch import nn
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class ModelParams(BaseModel):
@@ -28,12 +36,18 @@ class Preprocess:
 @dataclass(frozen=True)
 class ModelEntry:
     name: str
-    build: Callable[..., nn.Module]  # build(params, *, num_classes, in_channels, image_size)
+    builder: str  # "module:function", function(params, *, num_classes, in_channels, image_size) -> nn.Module
     params: type[ModelParams]
     # Training settings this model was designed with (e.g. seed 002's SGD, lr 0.1, batch 10);
     # the sweep's own parameters override them.
     training_defaults: Callable[[ModelParams], dict[str, Any]] = field(default=lambda p: {})
     preprocess: Callable[[ModelParams], Preprocess] = field(default=lambda p: Preprocess())
+
+    @property
+    def build(self) -> Callable[..., nn.Module]:
+        """The builder, imported now (with torch)."""
+        module, function = self.builder.split(":")
+        return getattr(importlib.import_module(module), function)
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -42,24 +56,20 @@ _REGISTRY: dict[str, ModelEntry] = {}
 def register_model(
     name: str,
     *,
+    builder: str,
     params: type[ModelParams],
     training_defaults: Callable[[Any], dict[str, Any]] | None = None,
     preprocess: Callable[[Any], Preprocess] | None = None,
-):
-    """Decorator for a builder ``fn(params, *, num_classes, in_channels, image_size)``."""
-
-    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _REGISTRY:
-            raise ValueError(f"model {name!r} is registered twice")
-        kwargs: dict[str, Any] = {}
-        if training_defaults is not None:
-            kwargs["training_defaults"] = training_defaults
-        if preprocess is not None:
-            kwargs["preprocess"] = preprocess
-        _REGISTRY[name] = ModelEntry(name=name, build=fn, params=params, **kwargs)
-        return fn
-
-    return deco
+) -> None:
+    """Add a model: its name, its builder ("module:function") and its hyperparameters."""
+    if name in _REGISTRY:
+        raise ValueError(f"model {name!r} is registered twice")
+    kwargs: dict[str, Any] = {}
+    if training_defaults is not None:
+        kwargs["training_defaults"] = training_defaults
+    if preprocess is not None:
+        kwargs["preprocess"] = preprocess
+    _REGISTRY[name] = ModelEntry(name=name, builder=builder, params=params, **kwargs)
 
 
 def model_names() -> list[str]:
