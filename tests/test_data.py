@@ -411,3 +411,24 @@ def test_fake_still_works():
     s = load_splits(DatasetConfig(name="fake", num_samples=100, num_classes=4), Preprocess(min_image_size=16))
     assert isinstance(s.train, TensorSplit) and s.num_classes == 4 and s.image_size == 32
     assert len(s.train) + len(s.val) + len(s.test) == 100
+
+
+def test_an_image_folder_is_listed_as_torchvision_lists_it(tmp_path):
+    """The listing the driver checks (no torch) and trials load is torchvision's make_dataset's: order,
+    extensions in any case, nested folders, links followed, other files and empty classes left out."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+
+    from trainables.core.data.listing import make_dataset as listed
+
+    root = tmp_path / "train"
+    for i, name in enumerate(["b", "a", "c", "d"]):
+        (root / name / "deep" / "er").mkdir(parents=True)
+        for j, ext in enumerate([".jpg", ".JPEG", ".png", ".txt", ".Tiff", ".webp", ""]):
+            (root / name / ("deep/er" if j % 3 == 0 else "deep" if j % 3 == 1 else "") / f"{j}-{i}{ext}").touch()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "x.bmp").touch()
+    (root / "a" / "linked").symlink_to(tmp_path / "elsewhere")
+    index = {"a": 0, "b": 1, "c": 2, "d": 3, "missing": 4}
+    ours = listed(str(root), index)
+    assert ours == make_dataset(str(root), index, extensions=IMG_EXTENSIONS, allow_empty=True)
+    assert len(ours) == 4 * 5 + 1

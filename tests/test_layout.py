@@ -172,7 +172,14 @@ import trainables.tune.retrain, trainables.tune.data_parallel, trainables.tune.s
 from trainables.spec.load import load_spec
 from trainables.spec.preflight import preflight
 from trainables.tune.tuner import build_tuner
-for overrides in ([], ["resources.workers=2", "scheduler.name=fifo"]):
+from PIL import Image
+for c in ("cat", "dog"):
+    for i in range(6):
+        folder = __import__("pathlib").Path({str(tmp_path)!r}, "images", "train", c)
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (40, 30), (i * 40, 0, 0)).save(folder / f"{{i}}.jpg")
+folder = ["dataset.name=imagefolder", "dataset.root={str(tmp_path / 'images')}", "dataset.image_size=32"]
+for overrides in ([], ["resources.workers=2", "scheduler.name=fifo"], folder):
     spec = preflight(load_spec({str(PACKAGE.parent / "search_spaces" / "quickstart.yaml")!r}, overrides))
     build_tuner(spec, storage=tempfile.mkdtemp(dir={str(tmp_path)!r}))
 print(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision")))

@@ -74,10 +74,10 @@ def _dataset(spec: Spec, say: Callable[[str], None]) -> Spec:
 
 
 def _image_folder(spec: Spec, say: Callable[[str], None]) -> Spec:
-    from trainables.core.data.folders import _folder_layout, _scan
+    from trainables.core.data.listing import folder_layout, scan_folder
 
     d = spec.dataset
-    classes, samples, test = _scan(*_folder_layout(d))
+    classes, samples, test = scan_folder(*folder_layout(d))
     if d.exclude:  # already left out (an earlier run's skip_bad_images): not looked at again
         left_out = {str(Path(d.root) / f) for f in d.exclude}
         samples = [s for s in samples if s[0] not in left_out]

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainables.core.data.config import DatasetConfig, DatasetNotFound, image_size_for
+from trainables.core.data.config import DatasetConfig, image_size_for
+from trainables.core.data.listing import folder_layout, scan_folder
 from trainables.core.data.stratify import split_indices
 from trainables.core.data.tensors import Splits, shard_order
 from trainables.core.models.registry import Preprocess
@@ -24,10 +25,6 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD = (0.449,), (0.226,)  # channel averages, for 1-channel input
 FOLDER_DEFAULT_SIZE = 224  # ImageNet's; `image_size` in the spec for faster from-scratch sweeps
 CROP_SCALE = (0.25, 1.0)  # RandomResizedCrop: milder than ImageNet's 0.08, for ~10k-image datasets
-
-_LAYOUT = ("{root}/train/<class>/<image>.jpg with one folder per class, "
-           "and optionally {root}/val/ (or test/) laid out the same as the test split")
-
 
 def _auto_workers() -> int:
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -131,46 +128,9 @@ class FolderSplit:
             yield x, y.to(self.device, non_blocking=pinned)
 
 
-def _folder_layout(cfg: DatasetConfig) -> tuple[Path, Path | None]:
-    """(train/, val/ or test/ or None); a root holding a single dataset folder is entered
-    (nature_12K/ -> nature_12K/inaturalist_12K/, as the iNaturalist zip unpacks)."""
-    root = Path(cfg.root).expanduser()
-    if not (root / "train").is_dir() and root.is_dir():
-        inner = [d for d in root.iterdir() if (d / "train").is_dir()]
-        root = inner[0] if len(inner) == 1 else root
-    train = root / "train"
-    if not train.is_dir():
-        if not root.is_dir():
-            where = "does not exist"
-        else:
-            where = f"has no train/ folder (it holds: {sorted(d.name for d in root.iterdir())[:10]})"
-        raise DatasetNotFound(f"{cfg.name}: {root} {where}; expected {_LAYOUT.format(root=root)}")
-    test = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
-    return train, test
-
-
-def _scan(train_dir: Path, test_dir: Path | None):
-    """(classes sorted by folder name, train samples, test samples or None) as (path, label) lists."""
-    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
-
-    classes = sorted(d.name for d in train_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if not classes:
-        raise DatasetNotFound(f"no class folders in {train_dir}; expected {_LAYOUT.format(root=train_dir.parent)}")
-    index = {c: i for i, c in enumerate(classes)}
-    samples = make_dataset(str(train_dir), index, extensions=IMG_EXTENSIONS, allow_empty=True)
-    empty = sorted(set(classes) - {classes[y] for _, y in samples})
-    if empty:
-        raise DatasetNotFound(f"class folders without images ({', '.join(IMG_EXTENSIONS)}) in {train_dir}: {empty}")
-    test = make_dataset(str(test_dir), index, extensions=IMG_EXTENSIONS, allow_empty=True) if test_dir else None
-    if test is not None and not test:
-        raise DatasetNotFound(
-            f"no images of the classes {classes} in {test_dir}; expected {_LAYOUT.format(root=test_dir.parent)}")
-    return classes, samples, test
-
-
 def imagefolder(cfg: DatasetConfig, pre: Preprocess) -> Splits:
     """train/ split stratified into train and val; val/ or test/ (else a carved test_fraction) is test."""
-    classes, samples, test = _scan(*_folder_layout(cfg))
+    classes, samples, test = scan_folder(*folder_layout(cfg))
     if cfg.exclude:  # files the driver found unreadable, with skip_bad_images
         left_out = {str(Path(cfg.root) / f) for f in cfg.exclude}
         samples = [s for s in samples if s[0] not in left_out]

@@ -1,0 +1,68 @@
+"""An image folder's layout and files (train/<class>/*.jpg, val/ or test/), listed as torchvision's
+ImageFolder lists them, without importing torch: the driver checks folders before any trial.
+
+`make_dataset` is torchvision.datasets.folder.make_dataset's walk (sorted classes, os.walk with
+links followed, sorted names, the same extensions); tests/test_data.py checks it against torchvision.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from trainables.core.data.config import DatasetConfig, DatasetNotFound
+
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # torchvision's
+
+_LAYOUT = ("{root}/train/<class>/<image>.jpg with one folder per class, "
+           "and optionally {root}/val/ (or test/) laid out the same as the test split")
+
+
+def make_dataset(directory: str, class_to_idx: dict[str, int], extensions=IMG_EXTENSIONS) -> list[tuple[str, int]]:
+    """(path, class index) of every file with one of the extensions under directory/<class>/, in
+    torchvision's order; classes without a folder or a file are simply absent."""
+    out = []
+    for target_class in sorted(class_to_idx):
+        target_dir = os.path.join(directory, target_class)
+        if not os.path.isdir(target_dir):
+            continue
+        for root, _, fnames in sorted(os.walk(target_dir, followlinks=True)):
+            for fname in sorted(fnames):
+                path = os.path.join(root, fname)
+                if path.lower().endswith(extensions):
+                    out.append((path, class_to_idx[target_class]))
+    return out
+
+
+def folder_layout(cfg: DatasetConfig) -> tuple[Path, Path | None]:
+    """(train/, val/ or test/ or None); a root holding a single dataset folder is entered
+    (nature_12K/ -> nature_12K/inaturalist_12K/, as the iNaturalist zip unpacks)."""
+    root = Path(cfg.root).expanduser()
+    if not (root / "train").is_dir() and root.is_dir():
+        inner = [d for d in root.iterdir() if (d / "train").is_dir()]
+        root = inner[0] if len(inner) == 1 else root
+    train = root / "train"
+    if not train.is_dir():
+        if not root.is_dir():
+            where = "does not exist"
+        else:
+            where = f"has no train/ folder (it holds: {sorted(d.name for d in root.iterdir())[:10]})"
+        raise DatasetNotFound(f"{cfg.name}: {root} {where}; expected {_LAYOUT.format(root=root)}")
+    test = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
+    return train, test
+
+
+def scan_folder(train_dir: Path, test_dir: Path | None):
+    """(classes sorted by folder name, train samples, test samples or None) as (path, label) lists."""
+    classes = sorted(d.name for d in train_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise DatasetNotFound(f"no class folders in {train_dir}; expected {_LAYOUT.format(root=train_dir.parent)}")
+    index = {c: i for i, c in enumerate(classes)}
+    samples = make_dataset(str(train_dir), index)
+    empty = sorted(set(classes) - {classes[y] for _, y in samples})
+    if empty:
+        raise DatasetNotFound(f"class folders without images ({', '.join(IMG_EXTENSIONS)}) in {train_dir}: {empty}")
+    test = make_dataset(str(test_dir), index) if test_dir else None
+    if test is not None and not test:
+        raise DatasetNotFound(
+            f"no images of the classes {classes} in {test_dir}; expected {_LAYOUT.format(root=test_dir.parent)}")
+    return classes, samples, test
