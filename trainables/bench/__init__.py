@@ -111,7 +111,7 @@ def run(*, out: str | os.PathLike = "reports/bench", quick: bool = False, tiny: 
                                                 epoch_seconds=epoch_s))
             if "3" in only:
                 attempt([("3", "search efficiency: TPE+ASHA trial-epochs to random+FIFO's best", "ratio",
-                          "<= 0.4 (median)")],
+                          "<= 0.3 (median)")],
                         lambda: [search.measure(folder / "search", seeds=sizes.seeds, samples=sizes.search_trials,
                                                 epochs=sizes.search_epochs, limit=sizes.search_limit)])
                 attempt([("3b", "warm start: TPE+ASHA from a random sweep, trial-epochs to cold TPE+ASHA's best",

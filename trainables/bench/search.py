@@ -150,7 +150,7 @@ def measure(work: Path, *, seeds: int = 5, samples: int = 12, epochs: int = 6, l
     return Figure(
         "3", "search efficiency: TPE+ASHA trial-epochs to random+FIFO's best",
         median if math.isfinite(median) else None,
-        "ratio", "<= 0.4 (median)", check(median, "<=", 0.4) if math.isfinite(median) else False, device="cpu",
+        "ratio", "<= 0.3 (median)", check(median, "<=", 0.3) if math.isfinite(median) else False, device="cpu",
         details={
             "summary": f"median over {seeds} seeds; {spread}",
             "seeds": [dict(r, ratio=r["ratio"] if math.isfinite(r["ratio"]) else None) for r in rows],
