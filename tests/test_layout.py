@@ -179,8 +179,10 @@ for c in ("cat", "dog"):
         folder.mkdir(parents=True, exist_ok=True)
         Image.new("RGB", (40, 30), (i * 40, 0, 0)).save(folder / f"{{i}}.jpg")
 folder = ["dataset.name=imagefolder", "dataset.root={str(tmp_path / 'images')}", "dataset.image_size=32"]
-for overrides in ([], ["resources.workers=2", "scheduler.name=fifo"], folder):
-    spec = preflight(load_spec({str(PACKAGE.parent / "search_spaces" / "quickstart.yaml")!r}, overrides))
+spaces = {str(PACKAGE.parent / "search_spaces")!r}
+for name, overrides in (("quickstart", []), ("quickstart", ["resources.workers=2", "scheduler.name=fifo"]),
+                        ("quickstart", folder), ("seed004_resnet50_freeze", folder[1:])):  # ImageNet weights
+    spec = preflight(load_spec(f"{{spaces}}/{{name}}.yaml", overrides))
     build_tuner(spec, storage=tempfile.mkdtemp(dir={str(tmp_path)!r}))
 print(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision")))
 """

@@ -409,10 +409,18 @@ def test_finetune_needs_three_channels():
 
 
 def test_finetune_preprocess():
+    """ImageNet weights ask for what torchvision's DEFAULT weights' transforms do, every backbone (the
+    catalog keeps it without torchvision: the driver validates specs without torch)."""
+    import typing
+
+    from trainables.core.models.catalog import Backbone
+
     entry = get_model("finetune")
-    pre = entry.preprocess(entry.params(weights="imagenet", backbone="resnet50"))
-    assert (pre.channels, pre.image_size) == (3, 224)
-    assert pre.mean == pytest.approx((0.485, 0.456, 0.406)) and pre.std == pytest.approx((0.229, 0.224, 0.225))
+    for backbone in typing.get_args(Backbone):
+        pre = entry.preprocess(entry.params(weights="imagenet", backbone=backbone))
+        t = torchvision.models.get_model_weights(backbone).DEFAULT.transforms()
+        assert (pre.channels, pre.image_size) == (3, t.crop_size[0]), backbone
+        assert pre.mean == pytest.approx(tuple(t.mean)) and pre.std == pytest.approx(tuple(t.std)), backbone
     plain = entry.preprocess(entry.params())
     assert (plain.channels, plain.mean, plain.image_size, plain.min_image_size) == (3, None, None, 32)
 

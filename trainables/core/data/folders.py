@@ -16,12 +16,12 @@ from trainables.core.data.config import DatasetConfig, image_size_for
 from trainables.core.data.listing import folder_layout, scan_folder
 from trainables.core.data.stratify import split_indices
 from trainables.core.data.tensors import Splits, shard_order
+from trainables.core.models.catalog import IMAGENET_MEAN, IMAGENET_STD
 from trainables.core.models.registry import Preprocess
 
 # Without the model's own statistics (an ImageNet backbone gives them), folders are normalised by
 # ImageNet's: per-dataset statistics would need a full decoding pass over every image in every
 # trial process, and natural photos (iNaturalist) sit close to ImageNet's anyway.
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD = (0.449,), (0.226,)  # channel averages, for 1-channel input
 FOLDER_DEFAULT_SIZE = 224  # ImageNet's; `image_size` in the spec for faster from-scratch sweeps
 CROP_SCALE = (0.25, 1.0)  # RandomResizedCrop: milder than ImageNet's 0.08, for ~10k-image datasets

@@ -48,6 +48,9 @@ Backbone = Literal[
 ]
 Freeze = Literal["none", "all_but_head", "first_fraction", "first_k", "last_k_trainable", "head_frozen"]
 MIN_IMAGE_SIZE = 32  # five stride-2 stages down to 1x1
+# What the DEFAULT ImageNet weights of every backbone expect (their transforms' crop size and normalisation;
+# tests/test_models.py checks it against torchvision): the driver validates specs without importing torch.
+IMAGENET_CROP, IMAGENET_MEAN, IMAGENET_STD = 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 class FinetuneParams(ModelParams):
@@ -72,10 +75,7 @@ class FinetuneParams(ModelParams):
 
 def _finetune_preprocess(p: FinetuneParams) -> Preprocess:
     if p.weights == "imagenet":
-        import torchvision  # here: only ImageNet weights need their transforms' size and normalisation
-
-        t = torchvision.models.get_model_weights(p.backbone).DEFAULT.transforms()
-        return Preprocess(channels=3, mean=tuple(t.mean), std=tuple(t.std), image_size=t.crop_size[0],
+        return Preprocess(channels=3, mean=IMAGENET_MEAN, std=IMAGENET_STD, image_size=IMAGENET_CROP,
                           min_image_size=MIN_IMAGE_SIZE)
     # Random or file weights: the dataset's own normalisation; grayscale is repeated to 3 channels.
     return Preprocess(channels=3, min_image_size=MIN_IMAGE_SIZE)
