@@ -107,6 +107,23 @@ def test_fanova_importance_over_finished_trials(tmp_path):
     assert importances(one)[0] is None and "at least 2" in importances(one)[1]
 
 
+def test_a_model_that_cannot_be_packed_keeps_its_weights_and_scores(tmp_path):
+    """MLflow failing to save the model (a class it cannot pickle, a full temporary disk) must not lose
+    the retrain: the weights and test scores are kept, and why there is no MLflow model is recorded."""
+    def refuse(model, example):
+        raise OSError(28, "No space left on device")
+
+    model = torch.nn.Linear(4, 2)
+    r = packed(Retrained(model, test_loss=0.5, test_acc=0.75, history=[], example=torch.zeros(1, 4), classes=["a"]),
+               refuse)
+    assert r.files == {} and "No space left on device" in r.package_error
+    info = save_retrained(str(tmp_path), trial_id="t", config={"lr": 0.1}, epochs=1, retrained=r)
+    assert info["package_error"] == r.package_error and "model_dir" not in info
+    assert not (tmp_path / "best_model").exists()
+    weights = torch.load(tmp_path / "best_model.pt", weights_only=True)
+    assert torch.equal(weights["weight"], model.weight)
+
+
 def test_retrained_model_in_the_report(tmp_path):
     sweep_dir = tmp_path / "results" / "synth"
     sweep_dir.mkdir(parents=True)

@@ -11,6 +11,7 @@ from trainables.results.read import Sweep, load_sweep
 from trainables.results.retrained import (
     load_retrained,
     model_dir,
+    model_file,
     save_retrained,
     update_retrained,
     write_model_folder,
@@ -141,7 +142,8 @@ def retrain_best(sweep: Sweep, *, stream=None, tracker=None) -> dict[str, Any] |
         return None
     info, fresh = load_retrained(sweep.path), None
     if not (info and info.get("trial_id") == best.trial_id and info.get("config") == best.config
-            and info.get("epochs") == spec.epochs and (info.get("model_uri") or model_dir(sweep.path, info))):
+            and info.get("epochs") == spec.epochs
+            and (info.get("model_uri") or info.get("package_error") or model_dir(sweep.path, info))):
         print(f"final: retraining trial {best.trial_id}'s configuration for {spec.epochs} epochs, "
               f"then scoring the test split...", file=stream, flush=True)
         fresh, where, node_id = retrain_on_cluster(spec, best.config, sweep_path=sweep.path, package=package_model)
@@ -149,6 +151,9 @@ def retrain_best(sweep: Sweep, *, stream=None, tracker=None) -> dict[str, Any] |
                               retrained=fresh, node=where, node_id=node_id)
     print(f"final: retrained best: test_acc={_fmt(info['test_acc'])} test_loss={_fmt(info['test_loss'])} "
           f"(on {info.get('node', 'this machine')}, {info.get('precision', 'fp32')})", file=stream)
+    if info.get("package_error"):
+        print(f"final: the retrained model could not be saved as an MLflow model ({info['package_error']}); its "
+              f"weights are in {model_file(sweep.path, info)}, and no model is logged", file=stream)
     if not info.get("model_uri"):
         path = sweep.path
         tracker.log_retrained(info, lambda: _model_folder(sweep, info, fresh),
@@ -156,14 +161,15 @@ def retrain_best(sweep: Sweep, *, stream=None, tracker=None) -> dict[str, Any] |
     return info
 
 
-def _model_folder(sweep: Sweep, info: dict[str, Any], fresh) -> str:
-    """The retrained model's MLflow model folder: in the sweep folder, or (remote storage) a temporary one."""
+def _model_folder(sweep: Sweep, info: dict[str, Any], fresh) -> str | None:
+    """The retrained model's MLflow model folder: in the sweep folder, or (remote storage) a temporary one;
+    None where there is none (it could not be packed)."""
     import tempfile
     from pathlib import Path
 
     saved = model_dir(sweep.path, info)
-    if saved is not None:
-        return str(saved)
+    if saved is not None or fresh is None or not fresh.files:
+        return None if saved is None else str(saved)
     return str(write_model_folder(fresh.files, Path(tempfile.mkdtemp(prefix="trainables-model-")) / "model"))
 
 

@@ -22,15 +22,21 @@ class Packed:
     precision: str = "fp32"
     weights: bytes = b""  # torch.save of the model's state_dict (the sweep's best_model.pt)
     files: dict[str, bytes] = field(default_factory=dict)  # the MLflow model folder (the sweep's best_model/)
+    package_error: str = ""  # why there is no MLflow model folder (the weights are kept all the same)
 
 
 def packed(retrained, package: Package) -> Packed:
-    """engine.Retrained as the driver takes it (called where the model is, with torch)."""
+    """engine.Retrained as the driver takes it (called where the model is, with torch). A model that cannot
+    be packed keeps its weights and scores: the training is not lost for want of an MLflow model."""
     import io
 
     import torch
 
     buf = io.BytesIO()
     torch.save(retrained.model.state_dict(), buf)
+    try:
+        files, error = package(retrained.model, retrained.example), ""
+    except Exception as e:  # noqa: BLE001 - whatever MLflow or pickling raises, the weights stay
+        files, error = {}, f"{type(e).__name__}: {str(e)[:300]}"
     return Packed(retrained.test_loss, retrained.test_acc, retrained.history, retrained.classes,
-                  retrained.precision, buf.getvalue(), package(retrained.model, retrained.example))
+                  retrained.precision, buf.getvalue(), files, error)

@@ -30,6 +30,8 @@ def save_retrained(sweep_path: str, *, trial_id: str, config: dict[str, Any], ep
         if retrained.files:
             write_model_folder(retrained.files, folder / MODEL_DIR)
             info["model_dir"] = MODEL_DIR
+        if retrained.package_error:
+            info["package_error"] = retrained.package_error
         write_json(folder / RETRAIN_FILE, info)
     return info
 

@@ -13,10 +13,11 @@ from trainables.tracking.values import metrics_of, param_value
 
 
 def queue_retrained(submit: Callable[[str, Callable[[], None]], None], client, *, uri: str, parent_id: str,
-                    experiment_id: str, info: dict[str, Any], folder: str, register: str | None,
+                    experiment_id: str, info: dict[str, Any], folder: str | None, register: str | None,
                     on_logged: Callable[[dict[str, Any]], None]) -> None:
     """Queue test_acc/test_loss (and the retrain's epochs) on the parent, then the model (the MLflow model
-    folder package_model made, registered under `register` unless None); on_logged(model info) once it arrived."""
+    folder package_model made, registered under `register` unless None; None: no model to log);
+    on_logged(model info) once it arrived."""
     import mlflow.models  # noqa: F401 - imported here, not on the sender thread: see below
     from mlflow.entities import Metric, RunTag
 
@@ -31,6 +32,8 @@ def queue_retrained(submit: Callable[[str, Callable[[], None]], None], client, *
     metrics = [m for m in metrics if math.isfinite(m.value)]
     tags = [RunTag("retrained_trial_id", info["trial_id"])]
     submit("the retrained model's test metrics", lambda: client.log_batch(parent_id, metrics=metrics, tags=tags))
+    if folder is None:
+        return
     params = {k: param_value(v)[:6000] for k, v in info.get("config", {}).items()}
     submit("the retrained model", lambda: on_logged(log_model(client, uri, parent_id, experiment_id, folder, register,
                                                               params)))

@@ -48,7 +48,7 @@ class NullTracker:
     def sync(self, sweep, *, close: bool = True) -> None:
         pass
 
-    def log_retrained(self, info: dict[str, Any], model_folder: Callable[[], str],
+    def log_retrained(self, info: dict[str, Any], model_folder: Callable[[], str | None],
                       on_logged: Callable[[dict[str, Any]], None]) -> None:
         pass  # model_folder is not called: nobody logs the model
 

@@ -218,10 +218,10 @@ class Tracker:
         parent, folder = self.parent_id, str(folder)
         self._submit("the report", lambda: self.client.log_artifacts(parent, folder, "report"))
 
-    def log_retrained(self, info: dict[str, Any], model_folder: Callable[[], str],
+    def log_retrained(self, info: dict[str, Any], model_folder: Callable[[], str | None],
                       on_logged: Callable[[dict[str, Any]], None]) -> None:
         """test_acc/test_loss (and the retrain's epochs) on the parent; the model (the MLflow model folder
-        model_folder() gives) logged, and registered under the experiment's name when tracking.register;
+        model_folder() gives, if any) logged, and registered under the experiment's name when tracking.register;
         on_logged(model info) once it arrived."""
         register = self.spec.experiment if self.spec.tracking.register_model else None
         queue_retrained(self._submit, self.client, uri=self.uri, parent_id=self.parent_id,
