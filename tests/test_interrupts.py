@@ -60,8 +60,10 @@ def _parent_status(uri: str, experiment: str) -> str:
 def test_a_signal_stops_the_sweep_saves_it_and_says_how_to_continue(ray_address, tmp_path, signum, code):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     name = f"sig{code}"
-    spec = write(tmp_path / "s.yaml", SPEC.format(name=name, epochs=12, uri=uri))
-    driver = _driver(spec, tmp_path)
+    spec = write(tmp_path / "s.yaml", SPEC.format(name=name, epochs=20, uri=uri))
+    # a checkpoint (and so a sync of the results into the sweep folder) every epoch: the first result is
+    # seen, and the signal sent, early in the sweep, not when its 5-second state save happens to come
+    driver = _driver(spec, tmp_path, "-o", "performance.checkpoint_every=1")
     _wait_for_a_result(tmp_path / "results" / name, driver)
     t0 = time.time()
     driver.send_signal(signum)
@@ -78,6 +80,28 @@ def test_a_signal_stops_the_sweep_saves_it_and_says_how_to_continue(ray_address,
     done = run_cli(*again[1:], cwd=tmp_path, check=0)
     assert "4 trials: 4 completed" in done.stdout, done.stdout
     assert _parent_status(uri, name) == "FINISHED"
+
+
+def test_a_signal_during_the_final_steps_ends_the_command_and_says_what_is_done(tune_in_process, tmp_path,
+                                                                              monkeypatch):
+    """Ctrl-C after the trials, while the report is written, even one whose exception the report's
+    libraries swallowed: 130, the sweep's results kept, and how to write the report."""
+    import trainables.report.write as report_write
+
+    def interrupted_report(sweep, out):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+        except BaseException:  # noqa: BLE001 - what a library's `except BaseException: ... go on` does
+            pass
+        return Path(out)
+
+    monkeypatch.setattr(report_write, "write_report", interrupted_report)
+    spec = write(tmp_path / "s.yaml", SPEC.format(name="late", epochs=1, uri="sqlite:///m.db"))
+    out = tune_in_process("run", spec, "-o", "tracking.enabled=false", "-o", "search.num_samples=2", cwd=tmp_path,
+                          check=130)
+    assert "2 trials: 2 completed" in out and "during the final steps" in out and "tune report late" in out
+    assert "Traceback" not in out
 
 
 def test_a_trial_bigger_than_the_machine_is_bad_input(ray_address, tmp_path):

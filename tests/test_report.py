@@ -5,6 +5,7 @@ import base64
 import math
 import random
 import re
+import shutil
 from html.parser import HTMLParser
 
 import pandas as pd
@@ -122,6 +123,37 @@ def test_a_model_that_cannot_be_packed_keeps_its_weights_and_scores(tmp_path):
     assert not (tmp_path / "best_model").exists()
     weights = torch.load(tmp_path / "best_model.pt", weights_only=True)
     assert torch.equal(weights["weight"], model.weight)
+
+
+def test_the_retrained_model_takes_its_place_in_a_damaged_sweep_folder(tmp_path):
+    """What a damaged results folder holds where the model goes (a file named best_model, a folder named
+    best_model.pt, a link to somewhere else) is replaced; what a link pointed at is left alone."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("not the sweep's")
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    model = torch.nn.Linear(4, 2)
+    for damage in ("file", "folder", "link"):
+        for name in ("best_model", "best_model.pt"):
+            path = sweep / name
+            if path.is_symlink() or path.is_file():
+                path.unlink()
+            elif path.exists():
+                shutil.rmtree(path)
+            if damage == "file":
+                path.write_text("junk")
+            elif damage == "folder":
+                (path / "inner").mkdir(parents=True)
+            else:
+                path.symlink_to(elsewhere)
+        r = packed(Retrained(model, test_loss=0.5, test_acc=0.75, history=[], example=torch.zeros(1, 4),
+                             classes=["a", "b"]), package_model)
+        info = save_retrained(str(sweep), trial_id="t", config={"lr": 0.1}, epochs=1, retrained=r)
+        assert info["model_dir"] == "best_model" and (sweep / "best_model" / "MLmodel").is_file(), damage
+        assert not (sweep / "best_model").is_symlink() and (sweep / "best_model.pt").is_file(), damage
+        assert torch.equal(torch.load(sweep / "best_model.pt", weights_only=True)["weight"], model.weight)
+    assert (elsewhere / "keep.txt").read_text() == "not the sweep's" and len(list(elsewhere.iterdir())) == 1
 
 
 def test_retrained_model_in_the_report(tmp_path):

@@ -189,6 +189,12 @@ def run(spec_file, overrides, address, storage, resume, dry_run):
         if not interrupts.started:
             click.echo(f"interrupted ({e.name}) before the sweep started: no trial ran", err=True)
             sys.exit(e.exit_code)
+        if interrupts.finishing:
+            click.echo(f"interrupted ({e.name}) after the trials, during the final steps (retrain, report): the "
+                       f"sweep's results are in {redact(path)}; write its report with `tune report "
+                       f"{shlex.quote(spec.name)}`, or retrain and report with:\n  {redact(shlex.join(again))}",
+                       err=True)
+            sys.exit(e.exit_code)
         click.echo(f"interrupted ({e.name}): the sweep's state is saved in {redact(path)}; no report was written "
                    f"for the unfinished sweep. Continue it with:\n  {redact(shlex.join(again))}", err=True)
         sys.exit(e.exit_code)

@@ -22,7 +22,7 @@ from trainables.tracking import open_tracker
 from trainables.tune import _ray_private
 from trainables.tune.callbacks import MendCheckpoints, MetricCheck, TrackerCallback, WaitingForResources
 from trainables.tune.cluster import check_cluster, check_resources
-from trainables.tune.interrupt import Interrupts
+from trainables.tune.interrupt import Interrupts, raise_pending
 from trainables.tune.progress import Progress
 from trainables.tune.tuner import build_tuner
 from trainables.tune.warm_start import Warm, gather
@@ -79,7 +79,9 @@ def run_sweep(spec: Spec, *, storage: str | None = None, resume: bool = False, s
                             f"{', '.join(metric_check.missing) or 'no keys'}. Report {absent} with "
                             f"tune.report, or set metric: to one of those; the sweep was stopped",
                             file=spec.source, path="metric")
+        interrupts.finishing = True
         final_steps(sweep, finished=finished, stream=stream, tracker=tracker)
+        interrupts.check()  # a signal during the final steps whose exception a library swallowed
         tracker.finish(sweep, wall_seconds=wall, status="FINISHED" if finished else "KILLED")
     except BaseException:
         # Interrupted, or anything else: the parent run must not stay RUNNING. What the trials
@@ -112,6 +114,7 @@ def final_steps(sweep: Sweep, *, finished: bool, stream=None, tracker=None, out:
         except Exception as e:  # noqa: BLE001
             print(f"final: retraining the best configuration failed: {type(e).__name__}: {e}", file=stream)
         tracker.wait(60, quiet=True)  # the logged model's URI and version, for the report
+    raise_pending()  # a signal during the retrain that a library swallowed: no report after it
     if spec.final.report:
         try:
             folder = write_report(sweep, out)
@@ -162,15 +165,19 @@ def retrain_best(sweep: Sweep, *, stream=None, tracker=None) -> dict[str, Any] |
 
 
 def _model_folder(sweep: Sweep, info: dict[str, Any], fresh) -> str | None:
-    """The retrained model's MLflow model folder: in the sweep folder, or (remote storage) a temporary one;
-    None where there is none (it could not be packed)."""
+    """The retrained model's MLflow model folder: in the sweep folder, or (remote storage) a temporary one,
+    removed when the command ends; None where there is none (it could not be packed)."""
+    import atexit
+    import shutil
     import tempfile
     from pathlib import Path
 
     saved = model_dir(sweep.path, info)
     if saved is not None or fresh is None or not fresh.files:
         return None if saved is None else str(saved)
-    return str(write_model_folder(fresh.files, Path(tempfile.mkdtemp(prefix="trainables-model-")) / "model"))
+    tmp = tempfile.mkdtemp(prefix="trainables-model-")
+    atexit.register(shutil.rmtree, tmp, True)
+    return str(write_model_folder(fresh.files, Path(tmp) / "model"))
 
 
 def _fmt(x: float | None) -> str:

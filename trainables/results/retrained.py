@@ -26,6 +26,7 @@ def save_retrained(sweep_path: str, *, trial_id: str, config: dict[str, Any], ep
         folder = Path(sweep_path)
         tmp = folder / f".{MODEL_FILE}.tmp"
         tmp.write_bytes(retrained.weights)
+        _clear(folder / MODEL_FILE)
         os.replace(tmp, folder / MODEL_FILE)
         if retrained.files:
             write_model_folder(retrained.files, folder / MODEL_DIR)
@@ -48,11 +49,20 @@ def write_model_folder(files: dict[str, bytes], dest: Path) -> Path:
                 raise ValueError(f"a model file outside its folder: {rel!r}")
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
-        shutil.rmtree(dest, ignore_errors=True)
+        _clear(dest)
         os.replace(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def _clear(path: Path) -> None:
+    """Whatever is at path (an earlier model, or what a damaged folder holds there: a file, a link, a
+    folder) removed, so that the new one can take its place."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
 
 
 def update_retrained(sweep_path: str, **fields: Any) -> None:

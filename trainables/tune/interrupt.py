@@ -52,6 +52,7 @@ class Interrupts:
         self.stream = stream
         self._tuning = False
         self.started = False  # whether the sweep's trials ever started (else nothing was saved)
+        self.finishing = False  # whether the trials are over and the final steps (retrain, report) run
         self._old: dict[int, object] = {}
         self._env: str | None = None
 
