@@ -115,6 +115,21 @@ def test_values_python_cannot_hold_are_bad_input(override):
         parse_spec(GOOD, overrides=[override])
 
 
+@pytest.mark.parametrize("override,path", [
+    ("epochs=true", "epochs"), ("resources.cpu=true", "resources.cpu"),
+    ("search.num_samples=true", "search.num_samples"),
+    ("dataset={name: digits, limit: true}", "dataset.limit"), ("parameters.dense_units=true", "parameters.dense_units"),
+    ("parameters.batch_size={choice: [32, true]}", "parameters.batch_size"),
+    ("parameters.kernel_sizes=[3, true, 3, 3, 3]", "parameters.kernel_sizes"),
+])
+def test_true_or_false_is_not_a_number(override, path):
+    """pydantic reads true as 1: `epochs: true` would run one epoch, `cpu: true` ask for one CPU."""
+    with pytest.raises(SpecError) as exc:
+        parse_spec(GOOD, file="bad.yaml", overrides=[override])
+    assert f" {path}" in str(exc.value) and "expected a number, not true or false" in str(exc.value)
+    parse_spec(GOOD, overrides=["parameters.batch_norm=true", "tracking.enabled=false"])  # where a bool belongs
+
+
 # ---- 2. the spec as a whole ----------------------------------------------------------------
 
 @pytest.mark.parametrize("override,path,words", [

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from trainables.core.numbers import reject_bools
 
 
 class Training(BaseModel):
     """The training keys every model shares."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    _no_bools = field_validator("*", mode="before")(reject_bools)  # `batch_size: true` is not 1
 
     lr: float = Field(default=1e-3, gt=0.0, le=10.0)
     batch_size: int = Field(default=64, ge=1, le=65536)

@@ -16,6 +16,7 @@ from pydantic import (
 )
 
 from trainables.core.data import DatasetConfig
+from trainables.core.numbers import reject_bools
 from trainables.spec.space import Choice, Space, grid_size
 
 METRICS = ("val_acc", "val_loss", "train_acc", "train_loss", "total_params", "trainable_params", "epoch_seconds",
@@ -29,6 +30,7 @@ MAX_TRIALS = 100_000  # trials in one sweep (num_samples, or grid combinations t
 class _Section(BaseModel):
     # allow_inf_nan: `cpu: .inf` or `epochs: .nan` would pass a bound check and hang or break later
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    _no_bools = field_validator("*", mode="before")(reject_bools)  # `epochs: true` is not one epoch
 
 
 class SearchConfig(_Section):

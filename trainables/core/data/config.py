@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from trainables.core.numbers import reject_bools
+
 if TYPE_CHECKING:
     from trainables.core.models.registry import Preprocess
 
@@ -17,6 +19,7 @@ class DatasetConfig(BaseModel):
     """The `dataset:` section of a spec."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    _no_bools = field_validator("*", mode="before")(reject_bools)  # `limit: true` is not 1 image
 
     name: DatasetName = "digits"
     root: str | None = None  # folder holding the files (mnist, cifar10, image folders)

@@ -10,7 +10,9 @@ import importlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from trainables.core.numbers import reject_bools
 
 if TYPE_CHECKING:
     from torch import nn
@@ -20,6 +22,7 @@ class ModelParams(BaseModel):
     """A model's own hyperparameters: closed (unknown keys are errors), every field defaulted."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    _no_bools = field_validator("*", mode="before")(reject_bools)  # `dense_units: true` is not 1
 
 
 @dataclass(frozen=True)

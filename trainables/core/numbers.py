@@ -1,0 +1,39 @@
+"""Number fields that a YAML `true` or `false` must not fill: pydantic's lax mode reads true as 1.
+
+`epochs: true` would run one epoch, `cpu: true` ask for one CPU, `dense_units: true` build one unit:
+a silently wrong sweep. Each settings model of the spec (its sections, the dataset, the training
+keys, every model's hyperparameters) runs `reject_bools` before its fields are validated. Strict
+mode would do it too, but would also refuse a YAML list where a field holds a tuple.
+"""
+from __future__ import annotations
+
+import typing
+from typing import Any
+
+from pydantic import ValidationInfo
+
+
+def _wants_number(annotation: Any) -> bool:
+    """Whether the annotation takes an int or a float (possibly in a list or Optional) and never a bool."""
+    seen: list[Any] = []
+
+    def walk(a: Any) -> None:
+        seen.append(a)
+        for arg in typing.get_args(a):
+            walk(arg)
+
+    walk(annotation)
+    return any(a in (int, float) for a in seen) and bool not in seen
+
+
+def _holds_bool(value: Any) -> bool:
+    return isinstance(value, bool) or (isinstance(value, (list, tuple)) and any(isinstance(v, bool) for v in value))
+
+
+def reject_bools(cls, value: Any, info: ValidationInfo) -> Any:
+    """A pydantic before-validator for every field ("*"): a bool where a number is expected is an error."""
+    field = cls.model_fields.get(info.field_name) if info.field_name else None
+    if field is not None and _holds_bool(value) and _wants_number(field.annotation):
+        raise ValueError("expected a number, not true or false")
+    return value
+
