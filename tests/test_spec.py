@@ -1,10 +1,12 @@
 """The YAML format: every spec in the repository validates; bad input gets one clear message and exit 2."""
 from __future__ import annotations
 
+import os
+
 import pytest
 from click.testing import CliRunner
 
-from tests.helpers import ROOT, run_cli
+from tests.helpers import ROOT, run_cli, write
 from trainables.cli import cli
 from trainables.errors import SpecError
 from trainables.spec.load import load_spec, parse_spec
@@ -163,6 +165,19 @@ def test_dry_run_starts_nothing(tmp_path):
     result = CliRunner().invoke(cli, ["run", str(good), "--dry-run", "--storage", str(tmp_path / "r")])
     assert result.exit_code == 0 and "dry run" in result.output
     assert not (tmp_path / "r").exists()
+
+
+def test_a_dry_run_says_what_the_run_would_refuse(tmp_path):
+    """A sweep of that name already there, a storage folder it cannot write: exit 2 from the dry run too,
+    not only from the run it was meant to check."""
+    good = write(tmp_path / "good.yaml", GOOD)
+    (tmp_path / "r" / "t" / "trial_0").mkdir(parents=True)
+    result = CliRunner().invoke(cli, ["run", str(good), "--dry-run", "--storage", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "already holds a sweep named 't'" in result.output, result.output
+    (tmp_path / "ro").mkdir(mode=0o500)
+    result = CliRunner().invoke(cli, ["run", str(good), "--dry-run", "--storage", str(tmp_path / "ro" / "x")])
+    if os.geteuid() != 0:  # root writes anywhere
+        assert result.exit_code == 2 and "cannot write sweeps" in result.output, result.output
 
 
 def test_ray_subcommands_are_kept():

@@ -150,7 +150,7 @@ def run(spec_file, overrides, address, storage, resume, dry_run):
         path = layout.experiment_dir(spec, storage)
         if resume:
             layout.check_resumable(spec, path)
-        elif not dry_run:
+        else:  # read only: a dry run says what the run would (a sweep of that name, a folder it cannot write)
             layout.check_fresh(spec, path)
             layout.check_writable(layout.storage_root(storage))
         warm = gather(spec, storage) if spec.search.warm_start and not resume else None  # JSON only: no Ray yet
