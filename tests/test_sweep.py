@@ -75,6 +75,17 @@ final: {report: false}
     assert "0 completed, 0 stopped early, 3 errored" in out
 
 
+def test_a_sweep_on_remote_storage_ends_with_its_summary_retrain_and_report(tune_in_process, tmp_path):
+    """--storage as a URI (s3:// on a cluster; file:// here goes through the same pyarrow filesystem):
+    no spec.yaml is written there, so the end of the sweep reads its trials with this run's spec (it
+    ended in "no sweep named ..." and exit 2 after every trial had finished)."""
+    spec = tiny(tmp_path, name="remote", epochs=1, samples=2, extra="final: {retrain_best: true}\n")
+    out = tune_in_process("run", spec, "--storage", f"file://{tmp_path / 'bucket'}", cwd=tmp_path, check=0)
+    assert "2 trials: 2 completed" in out and "final: retrained best: test_acc=" in out, out
+    assert (tmp_path / "reports" / "remote" / "report.md").is_file()
+    assert not (tmp_path / "bucket" / "remote" / "spec.yaml").exists()  # the spec travels in MLflow instead
+
+
 def test_random_search_with_grid_and_conditionals(tune_in_process, tmp_path):
     spec = tiny(tmp_path, name="mixed", algorithm="random", samples=2,
                 extra="")

@@ -68,7 +68,7 @@ def run_sweep(spec: Spec, *, storage: str | None = None, resume: bool = False, s
             grid = tuner.fit()
         progress.close()
         wall = time.time() - t0
-        sweep = load_sweep(path)
+        sweep = load_sweep(path, spec=spec)  # this run's spec: remote storage keeps no spec.yaml
         print_summary(sweep, wall_seconds=wall, stream=stream)
         finished = grid.num_terminated + grid.num_errors == len(grid)
         tracker.sync(sweep, close=finished)

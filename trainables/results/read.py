@@ -120,12 +120,14 @@ def resolve(name_or_path: str, storage: str | None = None) -> str:
     raise SpecError(f"no sweep named {name_or_path!r} under {storage_root(storage)} (and no such sweep folder); run `tune run` first or pass --storage")
 
 
-def load_sweep(name_or_path: str, storage: str | None = None) -> Sweep:
+def load_sweep(name_or_path: str, storage: str | None = None, *, spec: Spec | None = None) -> Sweep:
     """The sweep's spec and trials, read from JSON only: Ray's experiment state (for which trials
     exist and their status) and each trial's result.json (its history). Nothing is unpickled, so
-    reading a sweep folder runs no code from it."""
-    path = resolve(name_or_path, storage)
-    spec = load_spec(Path(path) / SPEC_FILE, checks=False)  # data: nothing imported from it
+    reading a sweep folder runs no code from it. `spec`: the sweep's own, where the caller holds it
+    (`tune run` at the end of its sweep); the path is then read as given, a URI (s3://...) too: remote
+    storage has no spec.yaml (the spec travels in the MLflow parent run)."""
+    path = name_or_path if spec is not None else resolve(name_or_path, storage)
+    spec = spec or load_spec(Path(path) / SPEC_FILE, checks=False)  # data: nothing imported from it
     folder = SweepFolder(path)
     try:
         trials = folder.trials()
