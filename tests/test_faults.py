@@ -243,6 +243,7 @@ def test_an_unsupported_tracking_scheme_is_bad_input(tmp_path):
 
 def test_credentials_in_uris_are_redacted():
     assert redact("http://alice:s3cret@mlflow:5000/x") == "http://***@mlflow:5000/x"
+    assert redact("s3://:s3cret@bucket/x") == "s3://***@bucket/x"  # a password without a user too
     assert "abc" not in redact("https://h/api?token=abc&run=1") and "run=1" in redact("https://h/api?token=abc&run=1")
 
 

@@ -97,11 +97,11 @@ def test_a_signal_during_the_final_steps_ends_the_command_and_says_what_is_done(
         return Path(out)
 
     monkeypatch.setattr(report_write, "write_report", interrupted_report)
-    spec = write(tmp_path / "s.yaml", SPEC.format(name="late", epochs=1, uri="sqlite:///m.db"))
-    out = tune_in_process("run", spec, "-o", "tracking.enabled=false", "-o", "search.num_samples=2", cwd=tmp_path,
-                          check=130)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = write(tmp_path / "s.yaml", SPEC.format(name="late", epochs=1, uri=uri))
+    out = tune_in_process("run", spec, "-o", "search.num_samples=2", cwd=tmp_path, check=130)
     assert "2 trials: 2 completed" in out and "during the final steps" in out and "tune report late" in out
-    assert "Traceback" not in out
+    assert "Traceback" not in out and _parent_status(uri, "late") == "KILLED"
 
 
 def test_a_trial_bigger_than_the_machine_is_bad_input(ray_address, tmp_path):

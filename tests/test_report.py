@@ -156,6 +156,21 @@ def test_the_retrained_model_takes_its_place_in_a_damaged_sweep_folder(tmp_path)
     assert (elsewhere / "keep.txt").read_text() == "not the sweep's" and len(list(elsewhere.iterdir())) == 1
 
 
+def test_a_retrain_json_naming_another_folder_is_not_followed(tmp_path):
+    """retrain.json is a file in the sweep folder: a model_dir it names elsewhere is never the model logged."""
+    from trainables.results.retrained import model_dir
+
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "MLmodel").write_text("flavors: {}")
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    assert model_dir(str(sweep), {"model_dir": "../elsewhere"}) is None
+    (sweep / "best_model").mkdir()
+    (sweep / "best_model" / "MLmodel").write_text("flavors: {}")
+    assert model_dir(str(sweep), {"model_dir": "../elsewhere"}) == sweep / "best_model"
+    assert model_dir(str(sweep), {}) is None  # a record made before there was an MLflow model folder
+
+
 def test_retrained_model_in_the_report(tmp_path):
     sweep_dir = tmp_path / "results" / "synth"
     sweep_dir.mkdir(parents=True)

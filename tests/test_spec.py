@@ -1,8 +1,6 @@
 """The YAML format: every spec in the repository validates; bad input gets one clear message and exit 2."""
 from __future__ import annotations
 
-import os
-
 import pytest
 from click.testing import CliRunner
 
@@ -174,10 +172,22 @@ def test_a_dry_run_says_what_the_run_would_refuse(tmp_path):
     (tmp_path / "r" / "t" / "trial_0").mkdir(parents=True)
     result = CliRunner().invoke(cli, ["run", str(good), "--dry-run", "--storage", str(tmp_path / "r")])
     assert result.exit_code == 2 and "already holds a sweep named 't'" in result.output, result.output
-    (tmp_path / "ro").mkdir(mode=0o500)
-    result = CliRunner().invoke(cli, ["run", str(good), "--dry-run", "--storage", str(tmp_path / "ro" / "x")])
-    if os.geteuid() != 0:  # root writes anywhere
+    (tmp_path / "a-file").write_text("not a folder")
+    for storage in (tmp_path / "a-file" / "x", f"file://{tmp_path / 'a-file' / 'x'}"):
+        result = CliRunner().invoke(cli, ["run", str(good), "--dry-run", "--storage", str(storage)])
         assert result.exit_code == 2 and "cannot write sweeps" in result.output, result.output
+
+
+@pytest.mark.parametrize("storage,words", [
+    ("bogus://x", "bogus:// is not a storage Ray can write sweeps to"), ("s3://", "no bucket or host after s3://"),
+    ("gs:///path", "no bucket or host after gs://"), ("file://relative/x", "takes an absolute path"),
+    ("s3://:s3cret@/x", "no bucket"),
+])
+def test_a_storage_uri_ray_cannot_write_to_is_bad_input(tmp_path, storage, words):
+    """Before Ray starts, without contacting anything (it was a pyarrow traceback from inside Tune)."""
+    result = CliRunner().invoke(cli, ["run", str(write(tmp_path / "g.yaml", GOOD)), "--dry-run", "--storage", storage])
+    assert result.exit_code == 2 and words in result.output and "--storage" in result.output, result.output
+    assert "s3cret" not in result.output and "Traceback" not in result.output
 
 
 def test_ray_subcommands_are_kept():

@@ -79,11 +79,20 @@ def test_a_sweep_on_remote_storage_ends_with_its_summary_retrain_and_report(tune
     """--storage as a URI (s3:// on a cluster; file:// here goes through the same pyarrow filesystem):
     no spec.yaml is written there, so the end of the sweep reads its trials with this run's spec (it
     ended in "no sweep named ..." and exit 2 after every trial had finished)."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     spec = tiny(tmp_path, name="remote", epochs=1, samples=2, extra="final: {retrain_best: true}\n")
-    out = tune_in_process("run", spec, "--storage", f"file://{tmp_path / 'bucket'}", cwd=tmp_path, check=0)
+    out = tune_in_process("run", spec, "--storage", f"file://{tmp_path / 'bucket'}", "-o", f"tracking={{uri: '{uri}'}}",
+                          cwd=tmp_path, check=0)
     assert "2 trials: 2 completed" in out and "final: retrained best: test_acc=" in out, out
     assert (tmp_path / "reports" / "remote" / "report.md").is_file()
     assert not (tmp_path / "bucket" / "remote" / "spec.yaml").exists()  # the spec travels in MLflow instead
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("remote").experiment_id])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.info.status == "FINISHED" and parent.data.tags["model_uri"].startswith("models:/")
+    assert "spec/remote.yaml" in {a.path for a in client.list_artifacts(parent.info.run_id, "spec")}
 
 
 def test_random_search_with_grid_and_conditionals(tune_in_process, tmp_path):

@@ -187,7 +187,7 @@ def test_unreachable_server_exits_2_before_any_trial(ray_address, tmp_path):
 
 
 @pytest.mark.slow
-def test_sweep_review_in_mlflow_report_and_resume(ray_address, mlflow_server, tmp_path):
+def test_sweep_review_in_mlflow_report_and_resume(ray_address, mlflow_server, tmp_path, monkeypatch):
     from trainables.results.read import load_sweep
     from trainables.spec.load import load_spec
 
@@ -248,7 +248,7 @@ def test_sweep_review_in_mlflow_report_and_resume(ray_address, mlflow_server, tm
     import mlflow.pytorch
     import torch
 
-    os.environ["MLFLOW_TRACKING_URI"] = mlflow_server.uri
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)  # for models:/ URIs; not left to later tests
     logged = mlflow.pytorch.load_model(parent.data.tags["model_uri"]).eval()
     local = mlflow.pytorch.load_model(str(tmp_path / "results" / name / "best_model")).eval()
     weights = torch.load(tmp_path / "results" / name / "best_model.pt", weights_only=True)

@@ -39,6 +39,6 @@ def redact(text: str) -> str:
     (token=, key=, password=, ...) become ***. For anything printed, logged or saved."""
     import re
 
-    text = re.sub(r"(?i)\b([a-z][a-z0-9+.-]*://)([^/\s:@]+)(:[^/\s@]*)?@", lambda m: f"{m[1]}***@", text)
+    text = re.sub(r"(?i)\b([a-z][a-z0-9+.-]*://)([^/\s:@]*)(:[^/\s@]*)?@", lambda m: f"{m[1]}***@", text)
     return re.sub(r"(?i)([?&;](?:[a-z_]*token|[a-z_]*key|password|passwd|pwd|secret|signature|sig|auth|"
                   r"credential|x-amz-[a-z-]+)=)[^&\s'\"]+", r"\1***", text)

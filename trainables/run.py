@@ -156,7 +156,7 @@ def retrain_best(sweep: Sweep, *, stream=None, tracker=None) -> dict[str, Any] |
           f"(on {info.get('node', 'this machine')}, {info.get('precision', 'fp32')})", file=stream)
     if info.get("package_error"):
         print(f"final: the retrained model could not be saved as an MLflow model ({info['package_error']}); its "
-              f"weights are in {model_file(sweep.path, info)}, and no model is logged", file=stream)
+              f"weights are in {model_file(sweep.path)}, and no model is logged", file=stream)
     if not info.get("model_uri"):
         path = sweep.path
         tracker.log_retrained(info, lambda: _model_folder(sweep, info, fresh),
@@ -173,8 +173,10 @@ def _model_folder(sweep: Sweep, info: dict[str, Any], fresh) -> str | None:
     from pathlib import Path
 
     saved = model_dir(sweep.path, info)
-    if saved is not None or fresh is None or not fresh.files:
-        return None if saved is None else str(saved)
+    if saved is not None:
+        return str(saved)
+    if fresh is None or not fresh.files:
+        return None
     tmp = tempfile.mkdtemp(prefix="trainables-model-")
     atexit.register(shutil.rmtree, tmp, True)
     return str(write_model_folder(fresh.files, Path(tmp) / "model"))

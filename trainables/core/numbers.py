@@ -13,17 +13,17 @@ from typing import Any
 from pydantic import ValidationInfo
 
 
+def _types(annotation: Any):
+    """The annotation and every type inside it (Optional's, a list's, Annotated's)."""
+    yield annotation
+    for arg in typing.get_args(annotation):
+        yield from _types(arg)
+
+
 def _wants_number(annotation: Any) -> bool:
     """Whether the annotation takes an int or a float (possibly in a list or Optional) and never a bool."""
-    seen: list[Any] = []
-
-    def walk(a: Any) -> None:
-        seen.append(a)
-        for arg in typing.get_args(a):
-            walk(arg)
-
-    walk(annotation)
-    return any(a in (int, float) for a in seen) and bool not in seen
+    types = list(_types(annotation))
+    return any(t in (int, float) for t in types) and bool not in types
 
 
 def _holds_bool(value: Any) -> bool:
@@ -36,4 +36,3 @@ def reject_bools(cls, value: Any, info: ValidationInfo) -> Any:
     if field is not None and _holds_bool(value) and _wants_number(field.annotation):
         raise ValueError("expected a number, not true or false")
     return value
-

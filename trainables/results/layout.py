@@ -74,11 +74,14 @@ def read_skipped(sweep_path: str) -> list[dict[str, Any]]:
     return out
 
 
-def atomic_write(path: Path, text: str) -> None:
-    """Write text to path through a temporary file renamed over it."""
+def atomic_write(path: Path, data: str | bytes) -> None:
+    """Write text (UTF-8) or bytes to path through a temporary file renamed over it."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    try:
+        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)  # a write that failed (a full disk) leaves no half file behind
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -104,9 +107,30 @@ def check_fresh(spec: Spec, path: str) -> None:
                         f"or start another with -o name={spec.name}-2", file=spec.source)
 
 
+# URI schemes Ray's storage (pyarrow's filesystems) takes for --storage
+STORAGE_SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs", "file")
+
+
 def check_writable(root: str) -> None:
-    """SpecError unless sweeps can be written under root (a local storage folder)."""
+    """SpecError unless sweeps can be written under root: a local folder (or file:// URI) that can be
+    written, or a URI of a storage Ray can write to, naming its bucket. Nothing is contacted: an s3://
+    URI would look its bucket's region up over the network here."""
+    from urllib.parse import urlparse
+
     if is_remote(root):
+        uri = urlparse(root)
+        shown = redact(root)
+        if uri.scheme not in STORAGE_SCHEMES:
+            raise SpecError(f"{shown}: {uri.scheme or '(no scheme)'}:// is not a storage Ray can write "
+                            f"sweeps to; use a folder, or one of {', '.join(s + '://' for s in STORAGE_SCHEMES)}",
+                            path="--storage")
+        if uri.scheme == "file":
+            if uri.netloc or not uri.path.startswith("/"):
+                raise SpecError(f"{shown}: a file:// URI takes an absolute path (file:///path)",
+                                path="--storage")
+            return check_writable(uri.path)
+        if not uri.hostname:
+            raise SpecError(f"{shown}: no bucket or host after {uri.scheme}://", path="--storage")
         return
     folder = Path(root)
     while not folder.exists() and folder != folder.parent:  # nothing is created: a failed command leaves no trace

@@ -8,7 +8,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from trainables.results.layout import MODEL_DIR, MODEL_FILE, RETRAIN_FILE, is_remote, read_json, write_json
+from trainables.results.layout import (
+    MODEL_DIR,
+    MODEL_FILE,
+    RETRAIN_FILE,
+    atomic_write,
+    is_remote,
+    read_json,
+    write_json,
+)
 
 
 def save_retrained(sweep_path: str, *, trial_id: str, config: dict[str, Any], epochs: int, retrained,
@@ -24,10 +32,9 @@ def save_retrained(sweep_path: str, *, trial_id: str, config: dict[str, Any], ep
     }
     if not is_remote(sweep_path):
         folder = Path(sweep_path)
-        tmp = folder / f".{MODEL_FILE}.tmp"
-        tmp.write_bytes(retrained.weights)
-        _clear(folder / MODEL_FILE)
-        os.replace(tmp, folder / MODEL_FILE)
+        if (folder / MODEL_FILE).is_dir() and not (folder / MODEL_FILE).is_symlink():
+            shutil.rmtree(folder / MODEL_FILE)  # a damaged folder: no file can be renamed over a folder
+        atomic_write(folder / MODEL_FILE, retrained.weights)
         if retrained.files:
             write_model_folder(retrained.files, folder / MODEL_DIR)
             info["model_dir"] = MODEL_DIR
@@ -79,12 +86,14 @@ def load_retrained(sweep_path: str) -> dict[str, Any] | None:
     return info if isinstance(info, dict) else None
 
 
-def model_file(sweep_path: str, info: dict[str, Any]) -> Path:
-    """Where the record's weights are."""
-    return Path(sweep_path) / info.get("model_file", MODEL_FILE)
+def model_file(sweep_path: str) -> Path:
+    """Where the retrained model's weights are."""
+    return Path(sweep_path) / MODEL_FILE
 
 
 def model_dir(sweep_path: str, info: dict[str, Any]) -> Path | None:
-    """Where the record's MLflow model folder is; None if it has none (made before there was one)."""
-    path = Path(sweep_path) / info["model_dir"] if info.get("model_dir") else None
-    return path if path is not None and (path / "MLmodel").is_file() else None
+    """Where the record's MLflow model folder is; None if it has none (made before there was one, or it
+    could not be packed). Always best_model/ in the sweep folder: a retrain.json naming another folder
+    is not followed (it would be logged to the tracking server as the model)."""
+    path = Path(sweep_path) / MODEL_DIR
+    return path if info.get("model_dir") and (path / "MLmodel").is_file() else None

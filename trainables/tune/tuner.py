@@ -4,8 +4,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from trainables.errors import SpecError
-from trainables.results.layout import experiment_dir, storage_root, study_url
+from trainables.errors import SpecError, redact, short
+from trainables.results.layout import experiment_dir, is_remote, storage_root, study_url
 from trainables.search.feasible import Feasibility
 from trainables.search.optuna import DefineByRun, encode_point
 from trainables.spec.schema import Spec
@@ -141,7 +141,6 @@ def trainable_for(spec: Spec, *, storage: str | None = None):
 def build_tuner(spec: Spec, *, storage: str | None = None, resume: bool = False, callbacks: list | None = None,
                 warm: Warm | None = None):
     """A Tuner for the spec: a fresh one, or the interrupted sweep of the same name restored."""
-    from ray import tune
     from ray.tune.logger import JsonLoggerCallback
 
     if spec.resources.workers > 1:
@@ -168,6 +167,18 @@ def build_tuner(spec: Spec, *, storage: str | None = None, resume: bool = False,
     callbacks = [MarkStopped(), JsonLoggerCallback(), *(callbacks or [])]
     path = experiment_dir(spec, storage)
     trainable = trainable_for(spec, storage=storage)
+    try:
+        return _tuner(spec, path, trainable, storage=storage, resume=resume, callbacks=callbacks, warm=warm)
+    except OSError as e:  # remote storage that does not answer (no network, no such bucket, no credentials)
+        if not is_remote(path):
+            raise
+        raise SpecError(f"{redact(storage_root(storage))}: the sweep cannot be written there: "
+                        f"{short(str(e), 300)}", path="--storage") from None
+
+
+def _tuner(spec: Spec, path: str, trainable, *, storage: str | None, resume: bool, callbacks: list, warm):
+    from ray import tune
+
     if resume:
         if not tune.Tuner.can_restore(path):
             raise SpecError(f"nothing to resume at {path}: run without --resume to start the sweep", file=spec.source)
