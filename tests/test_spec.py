@@ -190,6 +190,19 @@ def test_a_storage_uri_ray_cannot_write_to_is_bad_input(tmp_path, storage, words
     assert "s3cret" not in result.output and "Traceback" not in result.output
 
 
+def test_a_storage_that_does_not_answer_is_bad_input_naming_it(tmp_path):
+    """A bucket behind an endpoint that refuses connections: `tune run` (asking whether a sweep of that name is
+    there) and `tune best` (--resume, `tune report`, warm_start read it the same way) end in one line naming the
+    storage, its secret elided; the endpoint in the URI's query stays the storage's (the name goes before it)."""
+    storage = "s3://key:s3cret@bucket/sweeps?endpoint_override=http://127.0.0.1:9&region=us-east-1"
+    good = str(write(tmp_path / "g.yaml", GOOD))
+    for args in (["run", good], ["best", "t"]):  # (each ~6 s: the AWS SDK's retries)
+        result = CliRunner().invoke(cli, [*args, *(["--dry-run"] if args[0] == "run" else []), "--storage", storage])
+        assert result.exit_code == 2, (args, result.output)
+        assert "cannot reach the storage" in result.output and "127.0.0.1:9" in result.output, result.output
+        assert "bucket/sweeps/" in result.output and "s3cret" not in result.output and "Traceback" not in result.output
+
+
 def test_ray_subcommands_are_kept():
     result = CliRunner().invoke(cli, ["--help"])
     for name in ("run", "validate", "best", "ls", "lsx", "list-trials", "list-experiments", "add-note"):

@@ -75,24 +75,43 @@ final: {report: false}
     assert "0 completed, 0 stopped early, 3 errored" in out
 
 
-def test_a_sweep_on_remote_storage_ends_with_its_summary_retrain_and_report(tune_in_process, tmp_path):
-    """--storage as a URI (s3:// on a cluster; file:// here goes through the same pyarrow filesystem):
-    no spec.yaml is written there, so the end of the sweep reads its trials with this run's spec (it
-    ended in "no sweep named ..." and exit 2 after every trial had finished)."""
+def test_a_sweep_on_remote_storage_is_a_sweep_like_any_other(tune_in_process, tmp_path):
+    """--storage as a URI (s3:// on a cluster; file:// here goes through the same pyarrow filesystem): the
+    sweep ends with its summary, retrain and report, and keeps its spec there, so that `tune best`, `tune
+    report`, a later sweep's warm_start, a second run of the name and --resume find it (each said "no sweep
+    named ..." or went unchecked: the spec was kept only in MLflow)."""
     from mlflow import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    bucket = f"file://{tmp_path / 'bucket'}"
     spec = tiny(tmp_path, name="remote", epochs=1, samples=2, extra="final: {retrain_best: true}\n")
-    out = tune_in_process("run", spec, "--storage", f"file://{tmp_path / 'bucket'}", "-o", f"tracking={{uri: '{uri}'}}",
-                          cwd=tmp_path, check=0)
+    tracking = f"tracking={{uri: '{uri}'}}"
+    out = tune_in_process("run", spec, "--storage", bucket, "-o", tracking, cwd=tmp_path, check=0)
     assert "2 trials: 2 completed" in out and "final: retrained best: test_acc=" in out, out
+    assert f"best config: tune best {bucket}/remote" in out, out  # the name alone would look under ./results
     assert (tmp_path / "reports" / "remote" / "report.md").is_file()
-    assert not (tmp_path / "bucket" / "remote" / "spec.yaml").exists()  # the spec travels in MLflow instead
+    assert (tmp_path / "bucket" / "remote" / "spec.yaml").is_file()
     client = MlflowClient(tracking_uri=uri)
     runs = client.search_runs([client.get_experiment_by_name("remote").experiment_id])
     (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert parent.info.status == "FINISHED" and parent.data.tags["model_uri"].startswith("models:/")
     assert "spec/remote.yaml" in {a.path for a in client.list_artifacts(parent.info.run_id, "spec")}
+
+    for args in (["remote", "--storage", bucket], [f"{bucket}/remote"]):
+        assert "# best of remote: val_acc=" in tune_in_process("best", *args, cwd=tmp_path)
+    out = tune_in_process("report", "remote", "--storage", bucket, "--out", tmp_path / "again", cwd=tmp_path)
+    assert (tmp_path / "again" / "remote" / "report.md").is_file()
+    assert f"attached to parent run {parent.info.run_id}" in out, out
+    out = tune_in_process("run", spec, "--storage", bucket, "-o", tracking, cwd=tmp_path, check=2)
+    assert "already holds a sweep named 'remote'" in out and "--resume" in out
+    out = tune_in_process("run", spec, "--storage", bucket, "-o", tracking, "-o", "epochs=3", "--resume", cwd=tmp_path,
+                          check=2)
+    assert "cannot resume with a different spec: epochs" in out
+    out = tune_in_process("run", spec, "--storage", bucket, "-o", "name=later", "-o", "search.warm_start=[remote]",
+                          "--dry-run", cwd=tmp_path)
+    assert "warm start: 2 of 2 trials of sweep 'remote' given to the search" in out, out
+    assert "no sweep named 'nope' under " + bucket in tune_in_process("best", "nope", "--storage", bucket,
+                                                                       cwd=tmp_path, check=2)
 
 
 def test_random_search_with_grid_and_conditionals(tune_in_process, tmp_path):
@@ -173,6 +192,11 @@ def test_sigkill_then_resume_finishes_exactly_num_samples(ray_address, tmp_path)
     assert len(done) == 6, [(t.number, t.state) for t in study.trials]
 
 
+def _next_checkpoint(name: str) -> str:
+    stem, number = name.rsplit("_", 1)
+    return f"{stem}_{int(number) + 1:0{len(number)}d}"
+
+
 def test_resume_when_the_saved_state_names_a_deleted_checkpoint(ray_address, tmp_path):
     """Tune deletes a trial's older checkpoints before its next state snapshot names the newer
     one: a driver killed in between leaves a snapshot naming a deleted checkpoint (a CI run
@@ -196,8 +220,9 @@ def test_resume_when_the_saved_state_names_a_deleted_checkpoint(ray_address, tmp
                 saved = files if named else {}
             except (StopIteration, IndexError, ValueError, OSError):
                 pass  # not written yet, or caught mid-write
-        # Tune deletes checkpoint k once k+2 are registered (num_to_keep=2): then kill.
-        elif trial_dirs and not (trial_dirs[0] / named).exists():
+        # Tune deletes checkpoint k once k+2 are registered (num_to_keep=2). The state's files were read one by
+        # one while Tune wrote them: the trial's checkpoint record may name k+1. Kill when both are gone.
+        elif trial_dirs and not any((trial_dirs[0] / n).exists() for n in (named, _next_checkpoint(named))):
             break
         time.sleep(0.02)
     assert driver.poll() is None and named, "the sweep ended before it could be killed: " + driver.stdout.read()
@@ -208,8 +233,7 @@ def test_resume_when_the_saved_state_names_a_deleted_checkpoint(ray_address, tmp
 
     out = run_cli("run", spec, "--resume", "-o", "final.report=false", cwd=tmp_path, check=0).stdout
     (t,) = analysis(exp).trials
-    # the saved state's files were read one by one while Tune wrote them: the trial's last result may name
-    # a checkpoint one newer than the one its checkpoint record names; both were gone when it was killed
+    # the checkpoint the trial's record names: the last result's, one older or one newer (all gone at the kill)
     gone = re.search(rf"trial {t.trial_id}'s checkpoint_(\d+), named by the sweep's last saved state, is gone", out)
-    assert gone and int(gone.group(1)) <= int(named.split("_")[-1]), out
+    assert gone and int(gone.group(1)) <= int(named.split("_")[-1]) + 1, out
     assert t.status == "TERMINATED" and t.last_result["training_iteration"] == 12, out

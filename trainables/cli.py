@@ -148,11 +148,12 @@ def run(spec_file, overrides, address, storage, resume, dry_run):
         if spec.tracking.enabled and not dry_run:  # before Ray starts: a server that is down costs nothing
             check_reachable(resolve_uri(spec.tracking.uri), file=spec.source)
         path = layout.experiment_dir(spec, storage)
+        # read only: a dry run says what the run would (a folder it cannot write, a sweep of that name)
+        layout.check_writable(layout.storage_root(storage))
         if resume:
             layout.check_resumable(spec, path)
-        else:  # read only: a dry run says what the run would (a sweep of that name, a folder it cannot write)
+        else:
             layout.check_fresh(spec, path)
-            layout.check_writable(layout.storage_root(storage))
         warm = gather(spec, storage) if spec.search.warm_start and not resume else None  # JSON only: no Ray yet
         raise_pending()  # a signal whose exception the MLflow check swallowed
     except SpecError as e:
@@ -192,7 +193,8 @@ def run(spec_file, overrides, address, storage, resume, dry_run):
         if interrupts.finishing:
             click.echo(f"interrupted ({e.name}) after the trials, during the final steps (retrain, report): the "
                        f"sweep's results are in {redact(path)}; write its report with `tune report "
-                       f"{shlex.quote(spec.name)}`, or retrain and report with:\n  {redact(shlex.join(again))}",
+                       f"{layout.sweep_arg(path, spec.name)}`, or retrain and report with:\n  "
+                       f"{redact(shlex.join(again))}",
                        err=True)
             sys.exit(e.exit_code)
         click.echo(f"interrupted ({e.name}): the sweep's state is saved in {redact(path)}; no report was written "

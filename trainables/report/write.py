@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from trainables.errors import redact
 from trainables.report.document import Document
 from trainables.report.figures import (
     TOP_CURVES,
@@ -27,7 +28,7 @@ from trainables.report.importance import importances
 from trainables.report.pareto import pareto_section
 from trainables.report.per_value import per_value_table
 from trainables.report.values import by_model, fmt, label, numeric
-from trainables.results.layout import read_run_file
+from trainables.results.layout import read_run_file, sweep_arg
 from trainables.results.retrained import load_retrained
 
 LAYERS_SHOWN = 40  # names of the best trial's trainable layers in the report
@@ -84,7 +85,7 @@ def _overview(doc: Document, sweep) -> None:
     doc.p(f"{len(sweep.trials)} trials: {c['completed']} completed, {c['stopped early']} stopped early, "
           f"{c['errored']} errored. {goal}; {s.search.algorithm} search, {s.scheduler.name} scheduler; {what}; "
           f"{sum(t.seconds for t in sweep.trials):.0f}s of training over all trials.")
-    doc.p(f"Results: `{sweep.path}`. Best configuration as YAML: `tune best {s.name}`.")
+    doc.p(f"Results: `{redact(sweep.path)}`. Best configuration as YAML: `tune best {sweep_arg(sweep.path, s.name)}`.")
     run = read_run_file(sweep.path)
     if run.get("run_id"):
         doc.p(f"MLflow: experiment `{run.get('experiment', s.experiment)}`, parent run `{run['run_id']}` at "

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from trainables.errors import SpecError, redact
+from trainables.results.storage import is_remote, join, names, read_text, write_text
 from trainables.spec.schema import Spec
 
 DEFAULT_STORAGE = "results"
@@ -22,12 +23,8 @@ RETRAIN_FILE = "retrain.json"  # the retrained best model's record ...
 MODEL_FILE = "best_model.pt"  # ... its weights (a state_dict) ...
 MODEL_DIR = "best_model"  # ... and the model as an MLflow model folder (mlflow.pytorch.load_model takes it)
 STUDY_FILE = "optuna.db"  # the optuna search's study (SQLite): `optuna-dashboard sqlite:///<sweep>/optuna.db`
+TUNER_FILE = "tuner.pkl"  # Ray Tune's: a sweep's Tuner, pickled (never read here: only its presence)
 SKIPPED_FILE = "skipped.jsonl"  # configurations never trained: they violate `constraints:` (one JSON line each)
-
-
-def is_remote(path: str) -> bool:
-    """A URI (s3://, gs://, ...) rather than a path on this machine."""
-    return "://" in path
 
 
 def storage_root(storage: str | None) -> str:
@@ -37,7 +34,7 @@ def storage_root(storage: str | None) -> str:
 
 
 def experiment_dir(spec: Spec, storage: str | None) -> str:
-    return f"{storage_root(storage).rstrip('/')}/{spec.name}"
+    return join(storage_root(storage), spec.name)
 
 
 def study_url(sweep_path: str) -> str | None:
@@ -98,13 +95,46 @@ def read_json(path: Path) -> Any:
 
 def check_fresh(spec: Spec, path: str) -> None:
     """A new sweep never writes into an existing one's folder. A folder without Ray Tune's state (a start
-    that ended before any trial, leaving only our own files) holds no sweep yet."""
-    folder = Path(path)
-    if is_remote(path) or not folder.is_dir():
-        return
-    if any(folder.glob("experiment_state-*.json")) or (folder / "tuner.pkl").exists() or any(folder.glob("trial_*")):
-        raise SpecError(f"{path} already holds a sweep named {spec.name!r}: add --resume to continue it, "
+    that ended before any trial, leaving only our own files) holds no sweep yet. Remote storage is asked
+    (a SpecError when it does not answer)."""
+    held = _held(path)
+    if any(_is_state(n) or n == TUNER_FILE or n.startswith("trial_") for n in held):
+        raise SpecError(f"{redact(path)} already holds a sweep named {spec.name!r}: add --resume to continue it, "
                         f"or start another with -o name={spec.name}-2", file=spec.source)
+
+
+def _held(path: str) -> dict[str, int]:
+    """What the sweep folder holds, name -> size ({} when there is no such folder)."""
+    if is_remote(path):
+        return {name: size for name, _, size in names(path)}
+    try:
+        return {p.name: p.stat().st_size for p in Path(path).iterdir()}
+    except OSError:  # no folder there (or a file, or one we may not list)
+        return {}
+
+
+def _is_state(name: str) -> bool:
+    return name.startswith("experiment_state-") and name.endswith(".json")
+
+
+def _read(path: str, name: str) -> str | None:
+    """The text of a file in the sweep folder; None when absent or unreadable (remote: SpecError when the
+    storage does not answer)."""
+    if is_remote(path):
+        return read_text(join(path, name))
+    try:
+        return (Path(path) / name).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+
+
+def read_saved_spec(path: str) -> Spec | None:
+    """The spec a sweep folder keeps (read as data: nothing imported from it), None when it keeps none;
+    SpecError when it is damaged."""
+    from trainables.spec.load import parse_spec
+
+    text = _read(path, SPEC_FILE)
+    return None if text is None else parse_spec(text, file=redact(join(path, SPEC_FILE)), checks=False)
 
 
 # URI schemes Ray's storage (pyarrow's filesystems) takes for --storage
@@ -141,28 +171,44 @@ def check_writable(root: str) -> None:
 
 
 def save_spec(spec: Spec, path: str) -> None:
-    """The resolved spec as <sweep>/spec.yaml (what `tune best` and `tune report` read back)."""
+    """The resolved spec as <sweep>/spec.yaml, on remote storage too (what `tune best`, `tune report`,
+    --resume and a later sweep's warm_start read back)."""
     import yaml
 
-    if is_remote(path):
-        return  # remote storage: the spec travels in the MLflow parent run instead
-    Path(path).mkdir(parents=True, exist_ok=True)
     data = spec.model_dump(mode="json", by_alias=True, exclude_defaults=False)
     # No credentials in the folder: a tracking URI's password comes from the spec or the environment.
-    atomic_write(Path(path) / SPEC_FILE, redact(yaml.safe_dump(data, sort_keys=False)))
+    text = redact(yaml.safe_dump(data, sort_keys=False))
+    if is_remote(path):
+        return write_text(join(path, SPEC_FILE), text)
+    Path(path).mkdir(parents=True, exist_ok=True)
+    atomic_write(Path(path) / SPEC_FILE, text)
+
+
+def sweep_arg(path: str, name: str) -> str:
+    """How `tune best` and `tune report` name the sweep at path: its name where that finds it (the default
+    storage), else its folder or URI (credentials elided)."""
+    import shlex
+
+    return name if path == join(storage_root(None), name) else shlex.quote(redact(path))
 
 
 def read_run_file(sweep_path: str) -> dict[str, Any]:
-    """<sweep>/mlflow_run.json ({} if absent, unreadable or on remote storage)."""
-    if is_remote(sweep_path):
+    """<sweep>/mlflow_run.json ({} if absent or unreadable, or remote storage that does not answer)."""
+    try:
+        text = _read(sweep_path, RUN_FILE)
+        data = json.loads(text) if text is not None else None
+    except (SpecError, ValueError):
         return {}
-    data = read_json(Path(sweep_path) / RUN_FILE)
     return data if isinstance(data, dict) else {}
 
 
 def write_run_file(sweep_path: str, data: dict[str, Any]) -> None:
     if is_remote(sweep_path):
-        return  # remote storage: the parent is found by its sweep_path tag instead
+        try:
+            write_text(join(sweep_path, RUN_FILE), json.dumps(data, indent=2))
+        except SpecError:
+            pass  # the parent run is also found by its sweep_path tag
+        return
     Path(sweep_path).mkdir(parents=True, exist_ok=True)
     write_json(Path(sweep_path) / RUN_FILE, data)
 
@@ -175,27 +221,27 @@ RESUMABLE_CHANGES = ("description", "tracking", "final")
 
 def check_resumable(spec: Spec, path: str) -> None:
     """SpecError (nothing changed) unless `path` holds a sweep that --resume can continue with this spec."""
-    from trainables.spec.load import load_spec
-
-    if is_remote(path):
-        return  # Ray reads remote state itself; Tuner.can_restore answers for it
-    folder = Path(path)
     hint = f"run without --resume to start a new sweep (-o name={spec.name}-2 keeps this folder as it is)"
-    if not (folder / SPEC_FILE).is_file():
-        raise SpecError(f"nothing to resume at {path}: no sweep was saved there; {hint}", file=spec.source)
     try:
-        saved = load_spec(folder / SPEC_FILE, checks=False)
+        saved = read_saved_spec(path)
     except SpecError as e:
+        if e.path == "--storage":  # the storage did not answer: not a damaged file
+            raise
         raise SpecError(f"cannot resume: the saved {SPEC_FILE} is damaged ({e.message}); nothing was changed",
-                        file=str(folder / SPEC_FILE)) from None
-    states = sorted(folder.glob("experiment_state-*.json"))
-    state = read_json(states[-1]) if states else None
-    if not isinstance(state, dict) or not isinstance(state.get("trial_data"), list) or \
-            not (folder / "tuner.pkl").is_file() or (folder / "tuner.pkl").stat().st_size == 0:
+                        file=f"{redact(path)}/{SPEC_FILE}") from None
+    if saved is None:
+        raise SpecError(f"nothing to resume at {redact(path)}: no sweep was saved there; {hint}", file=spec.source)
+    held = _held(path)
+    states = sorted(n for n in held if _is_state(n))
+    try:
+        state = json.loads(_read(path, states[-1]) or "null") if states else None
+    except ValueError:
+        state = None
+    if not isinstance(state, dict) or not isinstance(state.get("trial_data"), list) or not held.get(TUNER_FILE):
         what = "missing" if not states else "damaged"
-        raise SpecError(f"cannot resume {path}: Ray Tune's saved state is {what} (experiment_state-*.json, "
-                        f"tuner.pkl); nothing was changed. `tune report {path}` still reads what the trials "
-                        f"recorded; {hint}", file=spec.source)
+        raise SpecError(f"cannot resume {redact(path)}: Ray Tune's saved state is {what} (experiment_state-*.json, "
+                        f"{TUNER_FILE}); nothing was changed. `tune report {redact(path)}` still reads what the "
+                        f"trials recorded; {hint}", file=spec.source)
     changed = spec_changes(saved, spec)
     if changed:
         raise SpecError(f"cannot resume with a different spec: {', '.join(changed[:10])}"

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from trainables.core.training import clean_config
-from trainables.errors import SpecError
-from trainables.results.layout import SPEC_FILE, storage_root
+from trainables.errors import SpecError, redact
+from trainables.results.layout import SPEC_FILE, read_saved_spec, storage_root
+from trainables.results.storage import is_remote, join, read_text
 from trainables.results.trials import SweepFolder
 from trainables.spec.load import load_spec
 from trainables.spec.schema import Spec
@@ -108,31 +109,43 @@ class Sweep:
 
 
 def resolve(name_or_path: str, storage: str | None = None) -> str:
-    """A sweep folder from a path, or from a name under the storage root."""
-    p = Path(name_or_path)
-    if p.is_dir() and (p / SPEC_FILE).is_file():
-        return str(p.resolve())
-    if p.suffix in (".yaml", ".yml") and p.is_file():  # the spec itself: its sweep folder
-        return f"{storage_root(storage)}/{load_spec(p, checks=False).name}"
-    candidate = Path(storage_root(storage)) / name_or_path
-    if (candidate / SPEC_FILE).is_file():
-        return str(candidate)
-    raise SpecError(f"no sweep named {name_or_path!r} under {storage_root(storage)} (and no such sweep folder); run `tune run` first or pass --storage")
+    """A sweep folder from a path or URI, or from a name under the storage root (a URI too: s3://...)."""
+    if is_remote(name_or_path):
+        if _keeps_spec(name_or_path):
+            return join(name_or_path)
+    else:
+        p = Path(name_or_path)
+        if p.is_dir() and (p / SPEC_FILE).is_file():
+            return str(p.resolve())
+        if p.suffix in (".yaml", ".yml") and p.is_file():  # the spec itself: its sweep folder
+            return join(storage_root(storage), load_spec(p, checks=False).name)
+    root = storage_root(storage)
+    candidate = join(root, name_or_path)
+    if name_or_path.strip("/") and not is_remote(name_or_path) and _keeps_spec(candidate):
+        return candidate
+    raise SpecError(f"no sweep named {name_or_path!r} under {redact(root)} (and no such sweep folder); run `tune run` "
+                    f"first or pass --storage")
+
+
+def _keeps_spec(path: str) -> bool:
+    return read_text(join(path, SPEC_FILE)) is not None if is_remote(path) else (Path(path) / SPEC_FILE).is_file()
 
 
 def load_sweep(name_or_path: str, storage: str | None = None, *, spec: Spec | None = None) -> Sweep:
     """The sweep's spec and trials, read from JSON only: Ray's experiment state (for which trials
     exist and their status) and each trial's result.json (its history). Nothing is unpickled, so
-    reading a sweep folder runs no code from it. `spec`: the sweep's own, where the caller holds it
-    (`tune run` at the end of its sweep); the path is then read as given, a URI (s3://...) too: remote
-    storage has no spec.yaml (the spec travels in the MLflow parent run)."""
+    reading a sweep folder runs no code from it. A sweep on remote storage (s3://...) is read through
+    pyarrow, as Ray wrote it. `spec`: the sweep's own, where the caller holds it (`tune run` at the
+    end of its sweep): the path is then read as given."""
     path = name_or_path if spec is not None else resolve(name_or_path, storage)
-    spec = spec or load_spec(Path(path) / SPEC_FILE, checks=False)  # data: nothing imported from it
+    spec = spec or read_saved_spec(path)  # data: nothing imported from it
+    if spec is None:  # gone (or unreadable) since resolve looked
+        raise SpecError(f"cannot read the sweep at {redact(path)}: its {SPEC_FILE} is gone or unreadable")
     folder = SweepFolder(path)
     try:
         trials = folder.trials()
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise SpecError(f"cannot read the sweep at {path}: {e}") from None
+        raise SpecError(f"cannot read the sweep at {redact(path)}: {redact(str(e))}") from None
     sweep = Sweep(spec=spec, path=path)
     for t in trials:
         status = "errored" if t.errored else trial_status(t, spec.epochs, ends_itself=spec.trainable == "program")

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from trainables.results.layout import read_skipped
+from trainables.errors import redact
+from trainables.results.layout import read_skipped, sweep_arg
 from trainables.results.read import Sweep
 
 
@@ -39,7 +40,7 @@ def print_summary(sweep: Sweep, *, wall_seconds: float | None = None, top: int =
         print(f"best trials by {spec.metric} ({spec.mode}):", file=stream)
     for r in rows:
         print("  " + "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip(), file=stream)
-    print(f"results: {sweep.path}   best config: tune best {spec.name}", file=stream)
+    print(f"results: {redact(sweep.path)}   best config: tune best {sweep_arg(sweep.path, spec.name)}", file=stream)
 
 
 def _rule(spec) -> str:

@@ -12,21 +12,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from trainables.results.layout import is_remote
+from trainables.results.storage import filesystem, join
 
 STATE_GLOB = "experiment_state-"  # experiment_state-<date>.json: the newest name is the newest state
 RESULT_FILE = "result.json"
 PARAMS_FILE = "params.json"
 ERROR_FILE = "error.txt"
-
-
-def _filesystem(path: str):
-    """(pyarrow filesystem, path in it) for a local path or a URI (s3://, gs://, ...)."""
-    import pyarrow.fs
-
-    if is_remote(path):
-        return pyarrow.fs.FileSystem.from_uri(path)
-    return pyarrow.fs.LocalFileSystem(), path
 
 
 def _mapping(v: Any) -> dict[str, Any]:
@@ -59,7 +50,7 @@ class TrialFiles:
     def error_file(self) -> str | None:
         if not self.errored:
             return None
-        return f"{self.folder.path.rstrip('/')}/{self.dirname}/{self.error_name or ERROR_FILE}" if self.dirname else None
+        return join(self.folder.path, self.dirname, self.error_name or ERROR_FILE) if self.dirname else None
 
     @functools.cached_property
     def raw_rows(self) -> list[dict[str, Any]]:
@@ -115,7 +106,7 @@ class SweepFolder:
 
     def __init__(self, path: str):
         self.path = path
-        self.fs, self.root = _filesystem(path)
+        self.fs, self.root = filesystem(path)
 
     def read(self, relative: str) -> str | None:
         import pyarrow.fs

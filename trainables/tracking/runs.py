@@ -134,7 +134,8 @@ class Tracker:
                     return run.info.run_id
             except Exception:  # noqa: BLE001 - gone: look it up by tag below
                 pass
-        runs = self.client.search_runs([self.experiment_id], filter_string=f"tags.{SWEEP_TAG} = {quote(self.path)}",
+        tag = f"tags.{SWEEP_TAG} = {quote(redact(self.path))}"
+        runs = self.client.search_runs([self.experiment_id], filter_string=tag,
                                        order_by=["attributes.start_time DESC"], max_results=20)
         parents = [r for r in runs if PARENT_TAG not in r.data.tags]
         return parents[0].info.run_id if parents else None
@@ -147,7 +148,7 @@ class Tracker:
         # The spec's repository, else the current directory's, else the one this package runs from.
         commit = git_commit(folder) or git_commit(os.getcwd()) or git_commit(str(Path(__file__).resolve().parent))
         tags = {
-            SWEEP_TAG: self.path, "sweep_name": s.name, "spec_hash": s.text_hash or "",
+            SWEEP_TAG: redact(self.path), "sweep_name": s.name, "spec_hash": s.text_hash or "",
             "spec_file": str(Path(s.source).resolve()) if s.source else "",
             "search_algorithm": s.search.algorithm, "scheduler": s.scheduler.name, "metric": s.metric, "mode": s.mode,
             "git_commit": commit or "unknown", "package_version": __version__, "mlflow.source.name": "tune run",

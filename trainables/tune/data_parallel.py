@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from trainables.core.checkpoint import load_state, save_state
 from trainables.core.data import DatasetConfig
 from trainables.errors import SpecError
+from trainables.results.storage import filesystem, join
 from trainables.spec.schema import ResourcesConfig, Spec
 
 if TYPE_CHECKING:
@@ -88,25 +89,17 @@ def with_trial_limit(spec: Spec) -> Spec:
 def train_storage(experiment: str) -> str:
     """Where a sweep's Train runs keep their checkpoints: beside its trials (so shared storage
     for the sweep is shared storage for them)."""
-    return f"{experiment.rstrip('/')}/{TRAIN_RUNS}"
+    return join(experiment, TRAIN_RUNS)
 
 
 # ---- one trial: the Train run behind a Tune trial -----------------------------------------
-
-def _storage_fs(storage_path: str):
-    import pyarrow.fs
-
-    if "://" in storage_path:
-        return pyarrow.fs.FileSystem.from_uri(storage_path)
-    return pyarrow.fs.LocalFileSystem(), storage_path
-
 
 def remove_run(storage_path: str, name: str) -> None:
     """Drop a Train run's folder: Ray Train would otherwise resume it, and Tune's checkpoint
     (possibly another trial's, under PBT) is the state a Tune (re)start must begin from."""
     import pyarrow.fs
 
-    fs, root = _storage_fs(storage_path)
+    fs, root = filesystem(storage_path)
     path = f"{root.rstrip('/')}/{name}"
     if fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound:
         fs.delete_dir(path)
