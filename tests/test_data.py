@@ -432,3 +432,24 @@ def test_an_image_folder_is_listed_as_torchvision_lists_it(tmp_path):
     ours = listed(str(root), index)
     assert ours == make_dataset(str(root), index, extensions=IMG_EXTENSIONS, allow_empty=True)
     assert len(ours) == 4 * 5 + 1
+
+
+def test_links_that_loop_or_repeat_a_folder_list_each_image_once(tmp_path):
+    """A link back up the tree made torchvision's walk endless (two such links: 2^40 paths, memory growing
+    until it ran out); one link listed class a's images 41 times, copies landing in training and test."""
+    from trainables.core.data.listing import make_dataset as listed
+
+    root = tmp_path / "train"
+    for c in "ab":
+        (root / c / "sub").mkdir(parents=True)
+        for i in range(3):
+            (root / c / f"{i}.png").touch()
+        (root / c / "sub" / "s.png").touch()
+    (root / "a" / "l1").symlink_to(".")
+    (root / "a" / "l2").symlink_to("..")
+    (root / "a" / "sub" / "up").symlink_to("../..")
+    (root / "b" / "again").symlink_to(root / "b" / "sub")
+    out = listed(str(root), {"a": 0, "b": 1})
+    assert sorted(Path(p).relative_to(root).as_posix() for p, _ in out) == [
+        "a/0.png", "a/1.png", "a/2.png", "a/l2/b/0.png", "a/l2/b/1.png", "a/l2/b/2.png", "a/l2/b/again/s.png",
+        "a/sub/s.png", "b/0.png", "b/1.png", "b/2.png", "b/again/s.png"]  # (b/sub is b/again: listed once)

@@ -245,6 +245,23 @@ def test_credentials_in_uris_are_redacted():
     assert redact("http://alice:s3cret@mlflow:5000/x") == "http://***@mlflow:5000/x"
     assert redact("s3://:s3cret@bucket/x") == "s3://***@bucket/x"  # a password without a user too
     assert "abc" not in redact("https://h/api?token=abc&run=1") and "run=1" in redact("https://h/api?token=abc&run=1")
+    # secrets holding / (AWS secret keys do), @ or an unencoded space, inside a message quoting the URI
+    for secret in ("s3c/ret", "s3c@ret", "s3c ret", "s3c/r@e t"):
+        text = f"cannot parse 's3://AKIAX:{secret}@bucket/x' (http://alice:{secret}@h:1/health) at http://h2/y"
+        assert "s3c" not in redact(text) and "ret" not in redact(text) and "bucket/x" in redact(text), redact(text)
+    assert redact("sqlite:///a/b.db and file:///c/d") == "sqlite:///a/b.db and file:///c/d"
+
+
+@pytest.mark.parametrize("args", [
+    ["validate", "-o", "tracking={enabled: true, uri: 'http://alice:s3cret@[::1'}"],
+    ["run", "--dry-run", "--storage", "s3://k:s3cret@[::1/x"],
+])
+def test_a_uri_that_does_not_parse_is_bad_input(tmp_path, args):
+    """An unclosed [IPv6 host: urllib's ValueError was a traceback."""
+    spec = str(write(tmp_path / "v.yaml", SPEC))
+    result = tune(args[0], spec, *args[1:], cwd=tmp_path)
+    assert result.exit_code == 2 and "Traceback" not in result.output and "s3cret" not in result.output, result.output
+    assert ("tracking.uri" if args[0] == "validate" else "--storage") in result.output
 
 
 def test_a_password_in_the_tracking_uri_is_never_printed_or_saved(tmp_path):

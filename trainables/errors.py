@@ -39,6 +39,9 @@ def redact(text: str) -> str:
     (token=, key=, password=, ...) become ***. For anything printed, logged or saved."""
     import re
 
-    text = re.sub(r"(?i)\b([a-z][a-z0-9+.-]*://)([^/\s:@]*)(:[^/\s@]*)?@", lambda m: f"{m[1]}***@", text)
+    # user:password@ up to the last @ of the URI: a secret may hold / or @ (AWS secret keys do) ...
+    text = re.sub(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s'\"<>]*@", r"\1***@", text)
+    # ... or, unencoded, a space: user: then whatever comes before an @ on that line
+    text = re.sub(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/@:'\"]+:[^@\n]*?\s[^@\n]*@", r"\1***@", text)
     return re.sub(r"(?i)([?&;](?:[a-z_]*token|[a-z_]*key|password|passwd|pwd|secret|signature|sig|auth|"
                   r"credential|x-amz-[a-z-]+)=)[^&\s'\"]+", r"\1***", text)

@@ -148,8 +148,11 @@ def check_writable(root: str) -> None:
     from urllib.parse import urlparse
 
     if is_remote(root):
-        uri = urlparse(root)
         shown = redact(root)
+        try:
+            uri = urlparse(root)
+        except ValueError as e:  # an unclosed [IPv6 host, ...
+            raise SpecError(f"{shown} is not a storage URI ({e})", path="--storage") from None
         if uri.scheme not in STORAGE_SCHEMES:
             raise SpecError(f"{shown}: {uri.scheme or '(no scheme)'}:// is not a storage Ray can write "
                             f"sweeps to; use a folder, or one of {', '.join(s + '://' for s in STORAGE_SCHEMES)}",

@@ -19,7 +19,10 @@ def resolve_uri(uri: str | None) -> str:
         if path and not path.startswith(":memory:") and not os.path.isabs(path):
             return "sqlite:///" + os.path.abspath(path)
         return uri
-    parsed = urlparse(uri)
+    try:
+        parsed = urlparse(uri)
+    except ValueError as e:  # an unclosed [IPv6 host, ...: what every later step would trip on
+        raise SpecError(f"{redact(uri)} is not a URI MLflow can open ({e})", path="tracking.uri") from None
     if parsed.scheme == "file":
         return Path(os.path.abspath(os.path.expanduser(parsed.path))).as_uri()
     if parsed.scheme == "":

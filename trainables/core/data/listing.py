@@ -2,7 +2,8 @@
 ImageFolder lists them, without importing torch: the driver checks folders before any trial.
 
 `make_dataset` is torchvision.datasets.folder.make_dataset's walk (sorted classes, os.walk with
-links followed, sorted names, the same extensions); tests/test_data.py checks it against torchvision.
+links followed, sorted names, the same extensions), except that a folder reached twice through links
+is listed once; tests/test_data.py checks it against torchvision.
 """
 from __future__ import annotations
 
@@ -25,12 +26,31 @@ def make_dataset(directory: str, class_to_idx: dict[str, int], extensions=IMG_EX
         target_dir = os.path.join(directory, target_class)
         if not os.path.isdir(target_dir):
             continue
-        for root, _, fnames in sorted(os.walk(target_dir, followlinks=True)):
+        for root, _, fnames in sorted(_walk(target_dir)):
             for fname in sorted(fnames):
                 path = os.path.join(root, fname)
                 if path.lower().endswith(extensions):
                     out.append((path, class_to_idx[target_class]))
     return out
+
+
+def _walk(top: str):
+    """os.walk with links followed, entering each real folder once: a link back up the tree (which made
+    torchvision's walk endless, its listing growing until memory ran out) or to a folder already walked
+    adds nothing again (its images would be listed twice, and land in both training and test)."""
+    seen: set[tuple[int, int]] = set()
+    for root, dirs, files in os.walk(top, followlinks=True):
+        try:
+            st = os.stat(root)
+        except OSError:
+            dirs[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            dirs[:] = []  # not entered again
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirs.sort()  # the first path to a folder is the one kept
+        yield root, dirs, files
 
 
 def folder_layout(cfg: DatasetConfig) -> tuple[Path, Path | None]:
