@@ -85,6 +85,10 @@ BAD = [
     ("imagefolder without root", ["dataset.name=imagefolder"], "dataset", "root"),
     ("custom trainable that does not import", ["trainable=nosuchpkg.mod:fn"], "trainable", "cannot import"),
     ("image too small for cnn", ["dataset.image_size=16"], "dataset.image_size", ">= 32"),
+    ("a searched depth too deep for the images", ["parameters={model: cnn_basic, blocks: {int: [2, 6]}, lr: 0.01}"],
+     "parameters.blocks", "blocks=6 needs image_size >= 64, got 32"),
+    ("a searched mode too big for the images", ["parameters={model: mnist_mode, mode: {choice: [1, 4]}}",
+     "dataset.image_size=2"], "parameters.mode", "mode=4 needs image_size >="),
 ]
 
 

@@ -101,14 +101,23 @@ def _check_image_size(spec: Spec, entries, space, doc) -> None:
     if size is None:
         return
     for e in entries:
-        fixed = {k: p.candidates()[0] for k, p in space.items() if k in e.params.model_fields and not p.searched}
-        try:
-            pre: Preprocess = e.preprocess(e.params(**fixed))
-        except ValidationError:
-            continue
-        if pre.image_size is None and size < pre.min_image_size:
-            raise doc.error(f"model {e.name} needs image_size >= {pre.min_image_size}, got {size}",
-                            ("dataset", "image_size"))
+        fields = {k: p for k, p in space.items() if k in e.params.model_fields}
+        first = {k: p.candidates()[0] for k, p in fields.items()}
+        # then each value (or bound) of a searched hyperparameter: a trial drawing it must fit too
+        drawn = [(None, None)] + [(k, v) for k, p in fields.items() if p.searched for v in p.candidates()]
+        for key, value in drawn:
+            try:
+                pre: Preprocess = e.preprocess(e.params(**{**first, **({key: value} if key else {})}))
+            except ValidationError:
+                continue
+            if pre.image_size is None and size < pre.min_image_size:
+                if key is None:
+                    drawn_values = ", ".join(f"{k}={short(v)}" for k, v in first.items() if fields[k].searched)
+                    raise doc.error(f"model {e.name}{' with ' + drawn_values if drawn_values else ''} needs "
+                                    f"image_size >= {pre.min_image_size}, got {size}", ("dataset", "image_size"))
+                raise doc.error(f"model {e.name} with {key}={short(value)} needs image_size >= {pre.min_image_size}, "
+                                f"got {size}: every trial drawing it would fail; narrow parameters.{key} or raise "
+                                f"dataset.image_size", ("parameters", key))
 
 
 def _check_search(spec: Spec, doc) -> None:
