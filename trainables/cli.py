@@ -12,7 +12,7 @@ from trainables.errors import SpecError, redact
 
 
 def _fail(e: Exception) -> None:
-    click.echo(f"error: {e}", err=True)
+    click.echo(f"error: {redact(str(e))}", err=True)  # a value quoted back may hold a URI's password
     sys.exit(2)
 
 
@@ -223,12 +223,18 @@ def best(sweep, storage):
     if s.spec.multi:  # the Pareto set as comments, then the one final.select picks
         click.echo(f"# Pareto-optimal trials of {s.spec.name} ({', '.join(f'{m} {d}' for m, d in s.spec.objectives)}):")
         for t in s.pareto():
-            values = ", ".join(f"{m}={t.value(m):.6g}" for m, _ in s.spec.objectives)
+            values = ", ".join(f"{m}={t.value(m):.6g}" for m, _ in s.spec.objectives)  # (pareto: all there)
             click.echo(f"#   trial {t.trial_id}: {values}" + ("   <- best" if t is b else ""))
     (metric, _), = (s.spec.final.select or {s.spec.metric: s.spec.mode}).items()
-    click.echo(f"# best of {s.spec.name}: {metric}={b.value(metric):.4f} "
+    value = b.value(metric)
+    try:
+        text = yaml.safe_dump({"parameters": b.config}, sort_keys=False, default_flow_style=None).rstrip()
+    except (yaml.YAMLError, RecursionError) as e:  # a damaged record: nested past the stack, ...
+        _fail(SpecError(f"the best trial's configuration (trial {b.trial_id}) cannot be written as YAML: "
+                        f"{type(e).__name__}"))
+    click.echo(f"# best of {s.spec.name}: {metric}={'-' if value is None else f'{value:.4f}'} "
                f"(trial {b.trial_id}, {b.epochs} epochs, {b.status})")
-    click.echo(yaml.safe_dump({"parameters": b.config}, sort_keys=False, default_flow_style=None).rstrip())
+    click.echo(text)
 
 
 @cli.command()
@@ -246,7 +252,7 @@ def report(sweep, storage, out):
     try:
         s = load_sweep(sweep, storage)
         try:
-            folder = write_report(s, out)
+            folder = write_report(s, Path(out).expanduser())
         except OSError as e:
             raise SpecError(f"cannot write the report under {out}: {e}", path="--out") from None
     except SpecError as e:

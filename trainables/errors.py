@@ -43,5 +43,5 @@ def redact(text: str) -> str:
     text = re.sub(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s'\"<>]*@", r"\1***@", text)
     # ... or, unencoded, a space: user: then whatever comes before an @ on that line
     text = re.sub(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/@:'\"]+:[^@\n]*?\s[^@\n]*@", r"\1***@", text)
-    return re.sub(r"(?i)([?&;](?:[a-z_]*token|[a-z_]*key|password|passwd|pwd|secret|signature|sig|auth|"
+    return re.sub(r"(?i)([?&;#](?:[a-z_]*token|[a-z_]*key|password|passwd|pass|pwd|[a-z_]*secret|signature|sig|auth|"
                   r"credential|x-amz-[a-z-]+)=)[^&\s'\"]+", r"\1***", text)

@@ -9,9 +9,15 @@ import zlib
 from pathlib import Path
 from typing import Any, Callable
 
-from trainables.report.values import STATUS_COLORS, by_model, epochs_of, fmt, label, log_scale, numeric, scored
+from trainables.report.values import STATUS_COLORS, by_model, epochs_of, fmt, log_scale, numeric, scored
+from trainables.report.values import label as value_label
 
 TOP_CURVES = 5  # learning curves of this many best trials
+
+
+def label(v) -> str:
+    """A value as a plot shows it: "$" as a dollar, not the start of TeX (two of them failed the figure)."""
+    return value_label(v).replace("$", r"\$")
 
 
 def save_figure(path: Path, draw: Callable[[Any], Any], *, size=(6.4, 4.2)) -> bool:

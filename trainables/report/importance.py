@@ -63,15 +63,31 @@ def importances(sweep) -> tuple[dict[str, float] | None, str]:
 
 def _saved_study(sweep):
     """The study the optuna search kept in the sweep folder, or None (another search, remote storage)."""
+    import shutil
+    import tempfile
+
     import optuna
 
-    url = study_url(sweep.path)
-    if url is None or not (Path(sweep.path) / STUDY_FILE).is_file():
+    if study_url(sweep.path) is None:
         return None
-    try:
-        return optuna.load_study(study_name=sweep.spec.name, storage=url)
-    except (KeyError, ValueError, RuntimeError):  # another name, or a file that is not a study
+    db = Path(sweep.path) / STUDY_FILE
+    try:  # a file of our own: not a link (Optuna would write its tables into the target), an SQLite database
+        if db.is_symlink() or not db.is_file() or db.open("rb").read(16) != b"SQLite format 3\x00":
+            return None
+    except OSError:
         return None
+    # Optuna creates its tables, or migrates them, in the storage it opens: it opens a copy, so that reading
+    # a sweep never writes to it
+    with tempfile.TemporaryDirectory(prefix="trainables-study-") as tmp:
+        try:
+            shutil.copyfile(db, Path(tmp) / STUDY_FILE)
+            storage = optuna.storages.RDBStorage(f"sqlite:///{Path(tmp) / STUDY_FILE}", skip_table_creation=True)
+            study = optuna.load_study(study_name=sweep.spec.name, storage=storage)
+            memory = optuna.create_study(directions=study.directions)  # what the report needs, in memory
+            memory.add_trials(study.trials)
+            return memory
+        except Exception:  # noqa: BLE001 - another name, a file that is not a study: the trials themselves
+            return None
 
 
 def _rebuilt(sweep, space, trials):

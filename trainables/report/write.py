@@ -55,14 +55,20 @@ def write_report(sweep, out: str | os.PathLike = "reports") -> Path:
     doc = Document()
     retrained = load_retrained(sweep.path)
     _overview(doc, sweep)
-    _best_section(doc, sweep)
-    pareto_section(doc, sweep, figures)
-    _retrain_section(doc, sweep, retrained, figures)
-    _leaderboard(doc, sweep)
-    _parameters_section(doc, sweep, figures)
-    _importance_section(doc, sweep, figures)
-    _curves_section(doc, sweep, figures)
-    _models_section(doc, sweep, figures)
+    sections = {"best configuration": lambda: _best_section(doc, sweep),
+                "Pareto front": lambda: pareto_section(doc, sweep, figures),
+                "retrained model": lambda: _retrain_section(doc, sweep, retrained, figures),
+                "leaderboard": lambda: _leaderboard(doc, sweep),
+                "parameters": lambda: _parameters_section(doc, sweep, figures),
+                "importance": lambda: _importance_section(doc, sweep, figures),
+                "learning curves": lambda: _curves_section(doc, sweep, figures),
+                "models": lambda: _models_section(doc, sweep, figures)}
+    for title, section in sections.items():
+        try:
+            section()
+        except Exception as e:  # noqa: BLE001 - records a damaged folder holds: the rest is still reported
+            doc.p(f"(The {title} section could not be written from this sweep's records: "
+                  f"{type(e).__name__}: {redact(str(e))[:200]})")
     (folder / "report.md").write_text(doc.markdown(), encoding="utf-8")
     (folder / "report.html").write_text(doc.html(f"Sweep {sweep.spec.name}", folder), encoding="utf-8")
     return folder
@@ -89,8 +95,8 @@ def _overview(doc: Document, sweep) -> None:
     run = read_run_file(sweep.path)
     if run.get("run_id"):
         doc.p(f"MLflow: experiment `{run.get('experiment', s.experiment)}`, parent run `{run['run_id']}` at "
-              f"`{run.get('tracking_uri', '')}` (one nested child run per trial; this report is attached to the parent "
-              f"run's artifacts under report/).")
+              f"`{redact(str(run.get('tracking_uri', '')))}` (one nested child run per trial; this report is attached "
+              f"to the parent run's artifacts under report/).")
 
 
 def _best_section(doc: Document, sweep) -> None:

@@ -8,7 +8,9 @@ version, never half a file. On remote storage (s3://, gs://) only Ray writes the
 from __future__ import annotations
 
 import json
+import math
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -56,19 +58,36 @@ def read_skipped(sweep_path: str) -> list[dict[str, Any]]:
     """The configurations the constraints skipped (none on remote storage, or before any)."""
     if is_remote(sweep_path):
         return []
-    try:
-        lines = (Path(sweep_path) / SKIPPED_FILE).read_text(errors="replace").splitlines()
-    except OSError:
-        return []
     out = []
-    for line in lines:
+    for line in (read_small(Path(sweep_path) / SKIPPED_FILE) or "").splitlines():
         try:
             entry = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
-        if isinstance(entry, dict) and isinstance(entry.get("config"), dict):
+        if isinstance(entry, dict) and isinstance(entry.get("config"), dict) and isinstance(
+                entry.get("violations"), list) and all(_real(v) for v in entry["violations"]):
             out.append(entry)
     return out
+
+
+def _real(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+MAX_READ = 64 * 2**20  # the files we keep are small: a bigger one (or a device behind a link) is not ours
+
+
+def read_small(path: Path) -> str | None:
+    """The text of a regular file of at most MAX_READ bytes; None otherwise (absent, unreadable, a FIFO
+    that would block the read forever, /dev/zero behind a link that would fill the memory)."""
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_READ:
+            return None
+        with open(path, "rb") as f:
+            return f.read(MAX_READ).decode("utf-8", errors="replace")
+    except OSError:
+        return None
 
 
 def atomic_write(path: Path, data: str | bytes) -> None:
@@ -87,9 +106,10 @@ def write_json(path: Path, data: Any) -> None:
 
 def read_json(path: Path) -> Any:
     """The JSON at path, or None when it is absent or unreadable."""
+    text = read_small(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return None if text is None else json.loads(text)
+    except (ValueError, RecursionError):  # not JSON, or nested past Python's stack
         return None
 
 
@@ -122,10 +142,7 @@ def _read(path: str, name: str) -> str | None:
     storage does not answer)."""
     if is_remote(path):
         return read_text(join(path, name))
-    try:
-        return (Path(path) / name).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
+    return read_small(Path(path) / name)
 
 
 def read_saved_spec(path: str) -> Spec | None:
@@ -238,7 +255,7 @@ def check_resumable(spec: Spec, path: str) -> None:
     states = sorted(n for n in held if _is_state(n))
     try:
         state = json.loads(_read(path, states[-1]) or "null") if states else None
-    except ValueError:
+    except (ValueError, RecursionError):
         state = None
     if not isinstance(state, dict) or not isinstance(state.get("trial_data"), list) or not held.get(TUNER_FILE):
         what = "missing" if not states else "damaged"

@@ -43,10 +43,16 @@ def trial_status(result_or_trial, epochs: int, *, ends_itself: bool = False) -> 
 
 def _number(v: Any) -> float | None:
     """v as a finite number, or None (text, a bool, NaN or inf from a damaged file)."""
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return None
+    try:
+        v = float(v)  # an int past float's range: OverflowError
+    except OverflowError:
+        return None
+    return v if math.isfinite(v) else None
 
 
-@dataclass
+@dataclass(eq=False)  # one record is one trial: never compared field by field (its history is a DataFrame)
 class TrialRecord:
     trial_id: str
     status: str  # completed | stopped early | errored
@@ -84,7 +90,7 @@ class Sweep:
         final.select (default: the first objective)."""
         if self.spec.multi:
             (metric, mode), = (self.spec.final.select or {self.spec.metric: self.spec.mode}).items()
-            optimal = [t for t in self.pareto() if t.status != "errored"]
+            optimal = [t for t in self.pareto() if t.status != "errored" and t.value(metric) is not None]
             return (max if mode == "max" else min)(optimal, key=lambda t: t.value(metric)) if optimal else None
         ranked = self.ranked()
         return ranked[0] if ranked else None
@@ -108,17 +114,37 @@ class Sweep:
         return out
 
 
+def _fitting(spec: Spec, config: dict[str, Any]) -> dict[str, Any]:
+    """A trial's configuration without values that no trial of this space can have (a damaged file's text,
+    or 0, where a log-scaled number goes): the report plots the others."""
+    from trainables.spec.space import Drawn, Int, Uniform
+
+    out = clean_config(config)
+    for name, p in spec.space.items():
+        if name in out and (isinstance(p, (Uniform, Int)) or (isinstance(p, Drawn) and p.numeric)):
+            v = _number(out[name])
+            if v is None or (getattr(p, "log", False) and v <= 0):
+                del out[name]
+    return out
+
+
 def resolve(name_or_path: str, storage: str | None = None) -> str:
     """A sweep folder from a path or URI, or from a name under the storage root (a URI too: s3://...)."""
     if is_remote(name_or_path):
         if _keeps_spec(name_or_path):
             return join(name_or_path)
     else:
-        p = Path(name_or_path)
+        p = Path(name_or_path).expanduser()
         if p.is_dir() and (p / SPEC_FILE).is_file():
             return str(p.resolve())
-        if p.suffix in (".yaml", ".yml") and p.is_file():  # the spec itself: its sweep folder
-            return join(storage_root(storage), load_spec(p, checks=False).name)
+        if p.name == SPEC_FILE and p.is_file():  # a sweep folder's own spec.yaml: that folder
+            return str(p.parent.resolve())
+        if p.suffix in (".yaml", ".yml") and p.is_file():  # the spec itself: its sweep under the storage
+            name = load_spec(p, checks=False).name
+            if _keeps_spec(join(storage_root(storage), name)):
+                return join(storage_root(storage), name)
+            raise SpecError(f"no sweep of {name_or_path} (named {name!r}) under {redact(storage_root(storage))}: "
+                            f"run it with `tune run {name_or_path}`, or pass --storage")
     root = storage_root(storage)
     candidate = join(root, name_or_path)
     if name_or_path.strip("/") and not is_remote(name_or_path) and _keeps_spec(candidate):
@@ -141,15 +167,13 @@ def load_sweep(name_or_path: str, storage: str | None = None, *, spec: Spec | No
     spec = spec or read_saved_spec(path)  # data: nothing imported from it
     if spec is None:  # gone (or unreadable) since resolve looked
         raise SpecError(f"cannot read the sweep at {redact(path)}: its {SPEC_FILE} is gone or unreadable")
-    folder = SweepFolder(path)
-    try:
-        trials = folder.trials()
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise SpecError(f"cannot read the sweep at {redact(path)}: {redact(str(e))}") from None
     sweep = Sweep(spec=spec, path=path)
-    for t in trials:
-        status = "errored" if t.errored else trial_status(t, spec.epochs, ends_itself=spec.trainable == "program")
-        sweep.trials.append(TrialRecord(trial_id=t.trial_id, status=status, config=clean_config(t.config),
-                                        last=t.last_result, history=t.history(), error=t.error_file,
-                                        trainable_layers=t.trainable_layers()))
+    try:
+        for t in SweepFolder(path).trials():
+            status = "errored" if t.errored else trial_status(t, spec.epochs, ends_itself=spec.trainable == "program")
+            sweep.trials.append(TrialRecord(trial_id=t.trial_id, status=status, config=_fitting(spec, t.config),
+                                            last=t.last_result, history=t.history(), error=t.error_file,
+                                            trainable_layers=t.trainable_layers()))
+    except (OSError, ValueError, KeyError, TypeError, RecursionError, OverflowError) as e:  # (nested 10^5 deep)
+        raise SpecError(f"cannot read the sweep at {redact(path)}: {type(e).__name__}: {redact(str(e))[:300]}") from None
     return sweep

@@ -2,6 +2,7 @@
 model as an MLflow model folder (best_model/)."""
 from __future__ import annotations
 
+
 import os
 import shutil
 import tempfile
@@ -83,7 +84,21 @@ def load_retrained(sweep_path: str) -> dict[str, Any] | None:
     if is_remote(sweep_path):
         return None
     info = read_json(Path(sweep_path) / RETRAIN_FILE)
-    return info if isinstance(info, dict) else None
+    return info if _well_formed(info) else None
+
+
+def _well_formed(info: Any) -> bool:
+    """A record as retrain writes it (the report reads these fields); a damaged one is as good as none."""
+    def number(v: Any) -> bool:
+        return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))  # NaN: a diverged run
+
+    return (isinstance(info, dict) and isinstance(info.get("trial_id"), str)
+            and isinstance(info.get("epochs"), int) and not isinstance(info.get("epochs"), bool)
+            and isinstance(info.get("history", []), list)
+            and all(isinstance(r, dict) and isinstance(r.get("epoch"), int) and all(
+                number(r.get(k)) for k in ("val_acc", "train_acc", "val_loss", "train_loss"))
+                    for r in info.get("history", []))
+            and all(number(info.get(k)) for k in ("test_acc", "test_loss")))
 
 
 def model_file(sweep_path: str) -> Path:

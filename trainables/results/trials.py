@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,15 +63,25 @@ class TrialFiles:
         for line in (text or "").splitlines():
             try:
                 row = json.loads(line)
-            except ValueError:
-                continue  # a line cut short by a killed driver
+            except (ValueError, RecursionError):
+                continue  # a line cut short by a killed driver (or damaged)
             if isinstance(row, dict):
                 out.append(row)
         return _as_restarted(out)
 
     def rows(self) -> list[dict[str, Any]]:
-        """The results without their config and other lists or mappings (one value per column)."""
-        return [{k: v for k, v in row.items() if not isinstance(v, (dict, list))} for row in self.raw_rows]
+        """The results without their config and other lists or mappings (one value per column). Only rows
+        Tune wrote (with a training_iteration); each with a whole `epoch` (its iteration where it has none)."""
+        out = []
+        for row in self.raw_rows:
+            it = row.get("training_iteration")
+            if not _whole(it):
+                continue
+            flat = {k: v for k, v in row.items() if not isinstance(v, (dict, list))}
+            if not _whole(flat.get("epoch")):
+                flat["epoch"] = it
+            out.append(flat)
+        return out
 
     def trainable_layers(self) -> list[str]:
         """The layers that train, as the first epoch reported them (empty if it did not)."""
@@ -84,7 +95,33 @@ class TrialFiles:
         import pandas as pd
 
         rows = self.rows()
-        return pd.DataFrame(rows) if rows else None
+        if not rows:
+            return None
+        frame = pd.DataFrame(rows)
+        for col in frame.columns:  # a column of numbers holding a stray text (a damaged file): that one is NaN
+            values = frame[col]
+            if values.map(_real).any() and not values.map(_real).all():
+                frame[col] = pd.to_numeric(values.where(values.map(_real)), errors="coerce")
+        return frame
+
+
+def _one_line(v: Any) -> str:
+    """A trial id as Ray writes them (letters, digits, _ . : -), anything else as ?: a damaged file's line
+    breaks would inject lines into `tune best`'s YAML, its "$" start TeX in the figures. At most 100."""
+    return re.sub(r"[^\w.:-]", "?", str(v))[:100]
+
+
+def _inside(name: Any) -> bool:
+    """A name in the sweep folder (a damaged state's "../../elsewhere" would read another folder's files)."""
+    return isinstance(name, str) and bool(name) and not name.startswith("/") and ".." not in name.split("/")
+
+
+def _whole(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**53
+
+
+def _real(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < 2**1023
 
 
 def _as_restarted(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -143,11 +180,11 @@ class SweepFolder:
             config, last = _mapping(trial.get("config")), _mapping(meta.get("last_result"))
             dirname = trial.get("relative_logdir") or trial.get("custom_dirname")
             error_name = meta.get("error_filename")
-            out.append(TrialFiles(self, str(trial["trial_id"]), str(trial.get("status", "PENDING")),
+            out.append(TrialFiles(self, _one_line(trial["trial_id"]), str(trial.get("status", "PENDING")),
                                   {k: v for k, v in config.items() if _plain(v)},
                                   {k: v for k, v in last.items() if k != "config"},
-                                  dirname if isinstance(dirname, str) else None,
-                                  error_name if isinstance(error_name, str) else None))
+                                  dirname if _inside(dirname) else None,
+                                  error_name if _inside(error_name) else None))
         return out
 
     def _from_folders(self) -> list[TrialFiles]:
@@ -162,6 +199,6 @@ class SweepFolder:
                            config, {}, name)
             rows = t.rows()
             t.last_result = rows[-1] if rows else {}
-            t.trial_id = str(t.last_result.get("trial_id", t.trial_id))
+            t.trial_id = _one_line(t.last_result.get("trial_id", t.trial_id))
             out.append(t)
         return out

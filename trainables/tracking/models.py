@@ -119,10 +119,14 @@ def log_model(client, uri: str, parent_id: str, experiment_id: str, folder: str,
 def attach_report(sweep_path: str, folder: str | os.PathLike) -> str:
     """Attach a report folder to the sweep's parent run (from <sweep>/mlflow_run.json); a line
     saying what happened. `tune report` uses it; a tracking fault is reported, not raised."""
-    saved = read_run_file(sweep_path)  # {} on remote storage: no run file there
+    saved = read_run_file(sweep_path)
     shown, run_id = saved.get("tracking_uri"), saved.get("run_id")
-    if not shown or not run_id:
+    if not isinstance(shown, str) or not isinstance(run_id, str) or not shown or not run_id:
         return "mlflow: this sweep has no MLflow parent run; the report is not attached"
+    shown = redact(shown)  # as we write it; a run file from elsewhere may hold a password
+    if shown.startswith("sqlite:///") and not os.path.isfile(shown[len("sqlite:///"):]):
+        # MLflow would create a new database wherever a (copied, foreign) run file points
+        return f"mlflow: the tracking database {shown} is not there; the report is not attached"
     # The run file keeps the URI without its credentials: they come back from the environment.
     env = os.environ.get("MLFLOW_TRACKING_URI", "")
     uri = env if env and redact(env) == shown else shown

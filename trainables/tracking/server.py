@@ -44,7 +44,7 @@ def reason(e: BaseException) -> str:
         if needle in text:
             return short
     text = text.splitlines()[0] if text else type(e).__name__
-    return redact(text[:200])  # requests quotes the URL, credentials and all
+    return redact(text)[:200]  # requests quotes the URL, credentials and all (cut after: the whole secret goes)
 
 
 def check_reachable(uri: str, *, file: str | None = None, timeout: float = 5.0) -> None:

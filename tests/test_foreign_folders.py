@@ -1,0 +1,120 @@
+"""A sweep folder from anywhere, read by `tune best` and `tune report` (no Ray): whatever its files hold,
+reading it prints no secret, writes nothing outside the report, never hangs and ends in a report or one
+message (exit 2), never a traceback."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from tests.helpers import write
+from trainables.cli import cli
+from trainables.results.layout import save_spec
+from trainables.spec.load import load_spec
+
+SPEC = """\
+name: f
+dataset: {name: digits, limit: 100}
+epochs: 2
+parameters:
+  model: cnn
+  filters: [8, 8, 8, 8, 8]
+  dense_units: 16
+  activation: {choice: [relu, gelu]}
+  lr: {loguniform: [1.0e-3, 1.0e-2]}
+search: {num_samples: 2}
+tracking: {enabled: false}
+"""
+
+
+def tune(*args, cwd: Path):
+    old = Path.cwd()
+    os.chdir(cwd)
+    try:
+        return CliRunner().invoke(cli, [str(a) for a in args])
+    finally:
+        os.chdir(old)
+
+
+def _folder(tmp_path: Path, trials: list[tuple[dict, dict]], state_text: str | None = None) -> Path:
+    spec = load_spec(write(tmp_path / "s.yaml", SPEC))
+    folder = tmp_path / "r" / spec.name
+    save_spec(spec, str(folder))
+    state = state_text or json.dumps({"trial_data": [[json.dumps(t), json.dumps(m)] for t, m in trials]})
+    (folder / "experiment_state-2026-01-01_00-00-00.json").write_text(state)
+    return folder
+
+
+def _trial(trial_id: str, config: dict, val_acc, logdir: str | None = None) -> tuple[dict, dict]:
+    return ({"trial_id": trial_id, "status": "TERMINATED", "config": config, "relative_logdir": logdir},
+            {"last_result": {"val_acc": val_acc, "training_iteration": 2, "time_total_s": 1.0}})
+
+
+def test_a_hostile_sweep_folder_gives_a_report_and_nothing_else(tmp_path):
+    good = _trial("t1", {"lr": 0.005, "activation": "relu"}, 0.75, "trial_t1")
+    trials = [good, good,  # the same entry twice
+              _trial("x\nparameters: {lr: 999}\n#", {"lr": "abc", "activation": "gelu"}, 0.5),
+              _trial("$\\frac{$t4", {"lr": 0, "activation": "$\\frac{$"}, 0.25),
+              _trial("t5", {"lr": -1.0, "activation": "relu"}, 0.5, "../../outside")]
+    folder = _folder(tmp_path, trials)
+    (folder / "trial_t1").mkdir()
+    rows = [{"epoch": 1, "training_iteration": 1, "val_acc": 0.5}, {"training_iteration": 2, "val_acc": "x"},
+            {"epoch": "one", "training_iteration": 3, "val_acc": 0.75}]
+    (folder / "trial_t1" / "result.json").write_text("\n".join(map(json.dumps, rows)) + "\n")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "result.json").write_text(json.dumps({"training_iteration": 1, "val_acc": 0.125}) + "\n")
+    (folder / "retrain.json").write_text(json.dumps({"history": {"a": 1}, "trial_id": "t1", "epochs": 2}))
+    (folder / "skipped.jsonl").write_text(json.dumps({"config": {"lr": 0.1}, "violations": ["a"]}) + "\n")
+    (folder / "mlflow_run.json").write_text(json.dumps({"tracking_uri": "http://alice:s3cretPW@127.0.0.1:9/",
+                                                        "run_id": "abc"}))
+    victim = tmp_path / "outside" / "victim.db"
+    victim.write_bytes(b"")
+    (folder / "optuna.db").symlink_to(victim)  # Optuna would create its tables in the link's target
+
+    result = tune("best", folder / "spec.yaml", cwd=tmp_path)  # the folder's own spec.yaml: that folder
+    assert result.exit_code == 0, result.output
+    assert result.output.count("parameters:") == 1 and "lr: 0.005" in result.output, result.output
+    result = tune("report", folder, "--out", tmp_path / "reports", cwd=tmp_path)
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    report = (tmp_path / "reports" / "f" / "report.md").read_text()
+    assert "s3cretPW" not in result.output + report and "127.0.0.1:9" in report
+    assert victim.stat().st_size == 0 and "0.125" not in report
+    assert "could not be written" not in report  # every section drawn from what the records hold
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["outside", "r", "reports", "s.yaml"]
+
+
+def test_files_that_would_block_or_fill_the_memory_are_not_read(tmp_path):
+    """A FIFO blocks a read forever; /dev/zero behind a link reads until memory runs out."""
+    folder = _folder(tmp_path, [_trial("t1", {"lr": 0.005, "activation": "relu"}, 0.75)])
+    for name in ("mlflow_run.json", "skipped.jsonl"):
+        os.mkfifo(folder / name)
+    (folder / "retrain.json").symlink_to("/dev/zero")
+    proc = subprocess.run([sys.executable, "-m", "trainables", "report", str(folder), "--out", str(tmp_path / "o")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and (tmp_path / "o" / "f" / "report.md").is_file(), proc.stdout + proc.stderr
+
+
+def test_records_nested_past_the_stack_or_past_floats_are_one_message(tmp_path):
+    deep = _folder(tmp_path, [], state_text='{"trial_data": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    result = tune("best", deep, cwd=tmp_path)
+    assert result.exit_code == 2 and "cannot read the sweep" in result.output and "Traceback" not in result.output
+    huge = json.dumps({"trial_data": [[json.dumps(_trial("t1", {"lr": 0.005}, 0)[0]),
+                                       '{"last_result": {"val_acc": 1' + "0" * 400 + ', "training_iteration": 2}}']]})
+    (deep / "experiment_state-2026-01-01_00-00-00.json").write_text(huge)
+    result = tune("best", deep, cwd=tmp_path)
+    assert result.exit_code == 2 and "has no trial with val_acc" in result.output, result.output
+
+
+def test_a_foreign_run_file_creates_no_database(tmp_path):
+    from trainables.tracking.models import attach_report
+
+    folder = _folder(tmp_path, [])
+    (tmp_path / "elsewhere").mkdir()
+    db = tmp_path / "elsewhere" / "mlflow.db"
+    (folder / "mlflow_run.json").write_text(json.dumps({"tracking_uri": f"sqlite:///{db}", "run_id": "abc"}))
+    assert "not there" in attach_report(str(folder), tmp_path)
+    assert not db.exists()
