@@ -84,6 +84,15 @@ def test_exponent_numbers_are_numbers_in_files_and_in_overrides(tmp_path):
     assert spec.space["momentum"].high == 0.9
 
 
+def test_integers_are_read_as_yaml_1_2_reads_them(tmp_path):
+    """PyYAML reads YAML 1.1: `epochs: 010` was 8 epochs (octal), `1:30` 90 (base 60), silently."""
+    assert parse_spec(GOOD, overrides=["epochs=010"]).epochs == 10
+    assert parse_spec(GOOD.replace("epochs: 3", "epochs: 0o10")).epochs == 8  # YAML 1.2's octal, written as such
+    for text in (GOOD.replace("epochs: 3", "epochs: 1:30"), GOOD):
+        with pytest.raises(SpecError, match="epochs"):
+            parse_spec(text, overrides=["epochs=2:00"] if text is GOOD else [])
+
+
 def test_the_readme_override_of_lr_is_accepted():
     spec = parse_spec(GOOD, overrides=["parameters.lr={loguniform: [1e-4, 1e-2]}"])
     assert spec.space["lr"].log

@@ -23,13 +23,26 @@ class SpecLoader(yaml.SafeLoader):
     """SafeLoader (never runs tags) with YAML 1.2 floats and duplicate keys refused."""
 
 
-# YAML 1.2's floats: `1e-4` and `1E5` are numbers (YAML 1.1, PyYAML's, wants a dot in the mantissa).
-SpecLoader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+# YAML 1.2's numbers. PyYAML reads YAML 1.1's: `010` as 8 (octal), `1:30` as 90 (base 60), `1_000` as 1000,
+# and `1e-4` as text (a float wants a dot in its mantissa). Its int and float resolvers are replaced.
+_NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+SpecLoader.yaml_implicit_resolvers = {k: [(tag, rx) for tag, rx in v if tag not in _NUMBER_TAGS]
+                                      for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+SpecLoader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
+                                 list("-+0123456789"))
+
+
+def _construct_int(loader: SpecLoader, node: yaml.ScalarNode) -> int:
+    text = loader.construct_scalar(node)
+    return int(text[2:], 8) if text.startswith("0o") else int(text[2:], 16) if text.startswith("0x") else int(text)
+
+
+SpecLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 SpecLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-                  |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-                  |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    re.compile(r"""^(?:[-+]?[0-9]+\.[0-9]*(?:[eE][-+]?[0-9]+)?
+                  |[-+]?[0-9]+(?:[eE][-+]?[0-9]+)
+                  |[-+]?\.[0-9]+(?:[eE][-+]?[0-9]+)?
                   |[-+]?\.(?:inf|Inf|INF)
                   |\.(?:nan|NaN|NAN))$""", re.X),
     list("-+0123456789."),
