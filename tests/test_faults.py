@@ -15,7 +15,8 @@ from click.testing import CliRunner
 from tests.helpers import Payload, write
 from trainables.cli import cli
 from trainables.errors import SpecError, redact
-from trainables.results.layout import SweepLock, save_spec
+from trainables.results.layout import save_spec
+from trainables.results.lock import SweepLock
 from trainables.spec.load import load_spec
 
 SPEC = """\
@@ -231,6 +232,14 @@ def test_a_trainable_that_cannot_take_a_config_is_refused(tmp_path):
 def test_too_few_fake_images_for_their_classes(tmp_path):
     result = _validate(tmp_path, SPEC, "dataset={name: fake, num_samples: 20, num_classes: 10}")
     assert result.exit_code == 2 and "dataset.num_samples" in result.output
+
+
+@pytest.mark.parametrize("dataset", ["{name: digits, val_fraction: 0.999, test_fraction: 0.99}",
+                                     "{name: fake, num_samples: 50, num_classes: 10, val_fraction: 0.9}"])
+def test_a_built_in_dataset_split_too_small_for_its_classes_is_named_before_any_trial(tmp_path, dataset):
+    """As for image folders: every trial failed in its split."""
+    result = _validate(tmp_path, SPEC, f"dataset={dataset}")
+    assert result.exit_code == 2 and "cannot be split into train, validation" in result.output, result.output
 
 
 def test_an_unsupported_tracking_scheme_is_bad_input(tmp_path):

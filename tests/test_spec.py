@@ -85,6 +85,11 @@ BAD = [
     ("imagefolder without root", ["dataset.name=imagefolder"], "dataset", "root"),
     ("custom trainable that does not import", ["trainable=nosuchpkg.mod:fn"], "trainable", "cannot import"),
     ("image too small for cnn", ["dataset.image_size=16"], "dataset.image_size", ">= 32"),
+    ("select against the one objective", ["final.select={val_acc: min}"], "final.select", "change mode instead"),
+    ("starting points that never run", ["search.num_samples=1", "search.points_to_evaluate=[{lr: 0.001}, {lr: 0.002}]"],
+     "search.points_to_evaluate", "only the first 1 would run"),
+    ("an optuna sampler for random search", ["search.algorithm=random", "search.sampler=nsga2"], "search.sampler",
+     "optuna sampler"),
     ("a searched depth too deep for the images", ["parameters={model: cnn_basic, blocks: {int: [2, 6]}, lr: 0.01}"],
      "parameters.blocks", "blocks=6 needs image_size >= 64, got 32"),
     ("a searched mode too big for the images", ["parameters={model: mnist_mode, mode: {choice: [1, 4]}}",
@@ -205,6 +210,14 @@ def test_a_storage_that_does_not_answer_is_bad_input_naming_it(tmp_path):
         assert result.exit_code == 2, (args, result.output)
         assert "cannot reach the storage" in result.output and "127.0.0.1:9" in result.output, result.output
         assert "bucket/sweeps/" in result.output and "s3cret" not in result.output and "Traceback" not in result.output
+
+
+def test_scheduler_settings_the_scheduler_does_not_use_are_said(tmp_path):
+    """-o scheduler.name=hyperband on a spec written for asha: its grace_period is not silently dropped."""
+    text = GOOD + "scheduler: {name: asha, grace_period: 2, brackets: 1}\n"
+    result = CliRunner().invoke(cli, ["validate", str(write(tmp_path / "g.yaml", text)), "--offline",
+                                      "-o", "scheduler.name=hyperband"])
+    assert result.exit_code == 0 and "hyperband scheduler does not use brackets, grace_period: ignored" in result.output
 
 
 def test_ray_subcommands_are_kept():

@@ -167,6 +167,7 @@ def run(spec_file, overrides, address, storage, resume, dry_run):
     if dry_run:
         click.echo("dry run: nothing started.")
         return
+    from trainables.results.lock import lock_for
     from trainables.run import run_sweep
     from trainables.tune.cluster import connect
     from trainables.tune.interrupt import Interrupted, Interrupts
@@ -175,7 +176,7 @@ def run(spec_file, overrides, address, storage, resume, dry_run):
              "--storage", layout.storage_root(storage), *(["--address", address] if address else []), "--resume"]
     interrupts = Interrupts()
     try:
-        with layout.lock_for(path).acquire(file=spec.source), interrupts:
+        with lock_for(path).acquire(file=spec.source), interrupts:
             try:
                 connect(address, say=click.echo)
             except SystemExit as e:  # ray.init's own SIGTERM handler, while it connects

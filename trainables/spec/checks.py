@@ -168,6 +168,9 @@ def _check_objectives(spec: Spec, doc) -> None:
     if select and next(iter(select)) not in [m for m, _ in spec.objectives]:
         raise doc.error(f"final.select picks among the objectives ({', '.join(m for m, _ in spec.objectives)}), got "
                         f"{short(next(iter(select)))}", ("final", "select"))
+    if select and not spec.multi and select != {spec.metric: spec.mode}:  # the best is the metric's, as mode says
+        raise doc.error(f"final.select with one objective can only repeat it ({spec.metric}: {spec.mode}); got "
+                        f"{short(select)}: change mode instead", ("final", "select"))
     if not spec.multi:
         return
     if spec.scheduler.name != "fifo":
@@ -221,8 +224,16 @@ def _check_pbt(spec: Spec, doc) -> None:
 
 
 def _check_points(spec: Spec, doc) -> None:
-    """Every starting point names known parameters with values the space can give, conditions holding."""
+    """Every starting point names known parameters with values the space can give, conditions holding, and
+    each one runs (with grid search they come on top of the grid)."""
     space = spec.space
+    points, samples = len(spec.search.points_to_evaluate), spec.num_samples
+    if spec.search.algorithm != "grid" and points > samples:
+        raise doc.error(f"{points} starting points but num_samples {samples}: only the first {samples} would run; "
+                        f"raise search.num_samples or drop points", ("search", "points_to_evaluate"))
+    if spec.search.sampler != "tpe" and spec.search.algorithm != "optuna":
+        raise doc.error(f"sampler {spec.search.sampler} is an optuna sampler: use search.algorithm optuna, or drop "
+                        f"sampler ({spec.search.algorithm} search would ignore it)", ("search", "sampler"))
     fixed = {k: p.value for k, p in space.items() if isinstance(p, Fixed)}
     for i, point in enumerate(spec.search.points_to_evaluate):
         full = {**fixed, **point}

@@ -21,6 +21,8 @@ SHOWN = 5  # bad files named in a message; the rest counted
 def preflight(spec: Spec, *, say: Callable[[str], None] = print) -> Spec:
     """The spec, checked against the files and code it names; with skip_bad_images, the dataset's
     unreadable images are listed in dataset.exclude (said, with their count)."""
+    if spec.scheduler.unused():
+        say(f"note: the {spec.scheduler.name} scheduler does not use {', '.join(spec.scheduler.unused())}: ignored")
     if spec.trainable == "program":  # the program reads its own data
         _program(spec)
         return spec
@@ -70,7 +72,32 @@ def _dataset(spec: Spec, say: Callable[[str], None]) -> Spec:
         if missing:
             raise _error(spec, f"{d.name}: {', '.join(missing)} not found in {folder}; put the files there, or set "
                                f"dataset.download: true where a network exists", "dataset.root")
+    _builtin_splittable(spec)
     return spec
+
+
+# images per class of the built-in datasets' training sets (MNIST's and CIFAR-10's come with a test set)
+_BUILTIN_SIZES = {"mnist": 6000, "cifar10": 5000}
+
+
+def _builtin_splittable(spec: Spec) -> None:
+    """The splits of a built-in dataset, made here as each trial makes them (digits: its own labels; fake, mnist
+    and cifar10 as balanced classes, near enough for what fails: a split too small for the classes)."""
+    import numpy as np
+
+    d = spec.dataset
+    if d.name == "digits":
+        from trainables.core.data.config import digits_labels
+
+        labels = digits_labels()
+    elif d.name == "fake":
+        labels = np.arange(d.num_samples) % d.num_classes
+    elif d.name in _BUILTIN_SIZES:
+        labels = np.arange(10 * _BUILTIN_SIZES[d.name]) % 10
+    else:
+        return
+    classes = [str(c) for c in range(int(labels.max()) + 1)]
+    _splittable(spec, list(labels), has_test=d.name in _BUILTIN_SIZES, classes=classes, key="dataset")
 
 
 def _image_folder(spec: Spec, say: Callable[[str], None]) -> Spec:
@@ -103,7 +130,8 @@ def _image_folder(spec: Spec, say: Callable[[str], None]) -> Spec:
     return spec.model_copy(update={"dataset": d.model_copy(update={"exclude": exclude})})
 
 
-def _splittable(spec: Spec, labels: list[int], *, has_test: bool, classes: list[str]) -> None:
+def _splittable(spec: Spec, labels: list[int], *, has_test: bool, classes: list[str],
+                key: str = "dataset.root") -> None:
     """The stratified splits every trial makes, made once here: a class folder of one image, or more
     classes than a split has images, would otherwise fail every trial."""
     import numpy as np
@@ -115,10 +143,10 @@ def _splittable(spec: Spec, labels: list[int], *, has_test: bool, classes: list[
     except TooFewImages as e:
         counts = {c: labels.count(i) for i, c in enumerate(classes)}
         fewest = ", ".join(f"{c}: {n}" for c, n in sorted(counts.items(), key=lambda kv: kv[1])[:5])
-        raise _error(spec, f"{spec.dataset.name}: the train/ images cannot be split into train, validation"
+        what = "train/ images" if key == "dataset.root" else "images"
+        raise _error(spec, f"{spec.dataset.name}: the {what} cannot be split into train, validation"
                            f"{'' if has_test else ' and test'} with every class in each: {e} (fewest images: "
-                           f"{fewest}); add images, or lower dataset.val_fraction / test_fraction",
-                     "dataset.root") from None
+                           f"{fewest}); add images, or lower dataset.val_fraction / test_fraction", key) from None
 
 
 def _decodes(path: str) -> str | None:

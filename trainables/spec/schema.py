@@ -58,6 +58,13 @@ class SchedulerConfig(_Section):
     # reduction_factor^k; the top 1/reduction_factor at each goes on
     milestones: list[int] | None = Field(default=None, min_length=1, max_length=100)
 
+    def unused(self) -> list[str]:
+        """The settings given that this scheduler does not take (a spec switched with -o scheduler.name=...)."""
+        takes = {"asha": {"grace_period", "reduction_factor", "brackets", "milestones"},
+                 "hyperband": {"reduction_factor"}, "median": {"grace_period"}, "fifo": set(),
+                 "pbt": {"perturbation_interval", "quantile_fraction", "mutations"}}[self.name]
+        return sorted(self.model_fields_set - {"name"} - takes)
+
     @field_validator("milestones")
     @classmethod
     def _increasing(cls, m: list[int] | None) -> list[int] | None:

@@ -13,29 +13,17 @@ from trainables.core.data.config import (
     DatasetConfig,
     DatasetNotFound,
     data_root,
+    digits_file,
     image_size_for,
 )
 from trainables.core.data.tensors import Splits, tensor_splits
 from trainables.core.models.registry import Preprocess
 
 
-def _digits_file() -> Path:
-    """scikit-learn's bundled digits.csv.gz, found without importing scikit-learn (whose datasets
-    package costs a trial process ~1 s and ~70 MB; the file is 1,797 rows of 64 pixels and a label)."""
-    import importlib.util
-
-    found = importlib.util.find_spec("sklearn")
-    for folder in (found.submodule_search_locations or []) if found else []:
-        path = Path(folder) / "datasets" / "data" / "digits.csv.gz"
-        if path.is_file():
-            return path
-    raise DatasetNotFound("digits: scikit-learn's bundled digits.csv.gz was not found; install scikit-learn")
-
-
 def digits(cfg: DatasetConfig, pre: Preprocess) -> Splits:
     import numpy as np
 
-    rows = np.loadtxt(_digits_file(), delimiter=",", dtype=np.float32)  # as sklearn.datasets.load_digits reads it
+    rows = np.loadtxt(digits_file(), delimiter=",", dtype=np.float32)  # as sklearn.datasets.load_digits reads it
     x = torch.from_numpy(rows[:, :-1].reshape(-1, 1, 8, 8).copy()) / 16.0
     y = torch.from_numpy(rows[:, -1].astype(np.int64))
     return tensor_splits(x, y, classes=[str(c) for c in range(10)], cfg=cfg, pre=pre, default_size=32, flip=False)

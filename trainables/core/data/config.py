@@ -75,3 +75,23 @@ def image_size_for(cfg: DatasetConfig, pre: Preprocess, default: int) -> int:
     survives (mnist's 28 px would not get through the cnn's five poolings). An explicit size that
     is too small is left for the model to reject with its own message."""
     return pre.image_size or cfg.image_size or max(default, pre.min_image_size)
+
+
+def digits_file() -> Path:
+    """scikit-learn's bundled digits.csv.gz, found without importing scikit-learn (whose datasets
+    package costs a trial process ~1 s and ~70 MB; the file is 1,797 rows of 64 pixels and a label)."""
+    import importlib.util
+
+    found = importlib.util.find_spec("sklearn")
+    for folder in (found.submodule_search_locations or []) if found else []:
+        path = Path(folder) / "datasets" / "data" / "digits.csv.gz"
+        if path.is_file():
+            return path
+    raise DatasetNotFound("digits: scikit-learn's bundled digits.csv.gz was not found; install scikit-learn")
+
+
+def digits_labels():
+    """The digits' labels (numpy, the file's last column): what preflight splits as every trial will."""
+    import numpy as np
+
+    return np.loadtxt(digits_file(), delimiter=",", usecols=64, dtype=np.int64)
