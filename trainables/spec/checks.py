@@ -129,6 +129,8 @@ def _check_search(spec: Spec, doc) -> None:
         if algo == "optuna" and isinstance(p, Choice) and p.grid:
             raise doc.error("grid is not supported with search.algorithm optuna (use choice, or algorithm random "
                             "or grid)", ("parameters", name, "grid"))
+        if algo == "optuna" and isinstance(p, Choice):
+            _distinct_for_optuna(p, doc, ("parameters", name, _dist_key(spec, name)))
         if algo == "random" and isinstance(p, Choice) and p.grid and p.when:
             raise doc.error("a `grid:` parameter cannot have `when` with random search (Ray expands grids before "
                             "any value is drawn): use choice, or search.algorithm grid", ("parameters", name, "when"))
@@ -141,6 +143,19 @@ def _check_search(spec: Spec, doc) -> None:
     if spec.search.warm_start and algo != "optuna":
         raise doc.error(f"warm_start gives earlier results to a search that learns from them: use search.algorithm "
                         f"optuna ({algo} search would ignore them)", ("search", "warm_start"))
+
+
+def _distinct_for_optuna(p: Choice, doc, where: tuple) -> None:
+    """Optuna finds a drawn value by equality: with 1 and true (1 == True), or [1, 2] and "[1, 2]" (one label),
+    only the first is ever drawn."""
+    from trainables.search.optuna import label
+
+    labels = [label(v) for v in p.values]
+    for i, a in enumerate(labels):
+        for j in range(i + 1, len(labels)):
+            if a == labels[j]:
+                raise doc.error(f"choice values {short(p.values[i])} and {short(p.values[j])} are one value to "
+                                f"Optuna (it would only ever draw the first): keep one", (*where, j))
 
 
 def _check_objectives(spec: Spec, doc) -> None:
