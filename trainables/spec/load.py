@@ -56,6 +56,9 @@ def apply_overrides(data: dict, overrides: list[str], *, file: str) -> dict:
             raise SpecError(f"override {short(item)}: the value is not valid: {e.message}", file=file,
                             path=key) from None
         parts = key.strip().split(".")
+        if len(parts) > reader.MAX_DEPTH:  # as deep as a spec file may nest
+            raise SpecError(f"override {short(item)}: a key path of {len(parts)} parts; a spec nests at most "
+                            f"{reader.MAX_DEPTH} deep", file=file, path="-o")
         node = data
         for i, part in enumerate(parts[:-1]):
             nxt = node.get(part)
