@@ -7,6 +7,7 @@ computed only when a constraint names it.
 from __future__ import annotations
 
 import itertools
+import json
 from typing import Any
 
 from trainables.core.size import SIZES
@@ -26,6 +27,7 @@ class Feasibility:
         self.dataset = spec.dataset
         self.classifier = spec.trainable == "classifier"
         self.sized = self.classifier and any(n in SIZES for c in self.constraints for n in c.names)
+        self._sizes: dict[str, dict[str, int]] = {}  # by the model's own hyperparameters: a resnet101 built once
 
     def __bool__(self) -> bool:
         return bool(self.constraints)
@@ -35,10 +37,8 @@ class Feasibility:
         if not self.constraints:
             return []
         values = {k: v for k, v in config.items() if isinstance(v, (int, float))}
-        if self.sized:  # the model built on the meta device: milliseconds, no memory
-            from trainables.core.size import model_size
-
-            values.update(model_size(config, self.dataset))
+        if self.sized:  # the model built on the meta device: no memory, milliseconds (a resnet101: ~0.1 s)
+            values.update(self._size(config))
         out = []
         for c in self.constraints:
             try:
@@ -46,6 +46,20 @@ class Feasibility:
             except ConstraintError:
                 out.append(1.0)  # cannot be computed for this configuration (a name absent in its branch): not run
         return out
+
+
+    def _size(self, config: dict[str, Any]) -> dict[str, int]:
+        from trainables.core.models import get_model
+        from trainables.core.size import model_size
+
+        try:
+            fields = get_model(config.get("model", "cnn")).params.model_fields
+        except (ValueError, TypeError):
+            return model_size(config, self.dataset)  # (its error, as before)
+        key = json.dumps({k: v for k, v in config.items() if k in fields or k == "model"}, sort_keys=True, default=str)
+        if key not in self._sizes:
+            self._sizes[key] = model_size(config, self.dataset)
+        return self._sizes[key]
 
 
 def infeasible(violations: list[float]) -> bool:
