@@ -90,12 +90,12 @@ def test_a_hostile_sweep_folder_gives_a_report_and_nothing_else(tmp_path):
 def test_files_that_would_block_or_fill_the_memory_are_not_read(tmp_path):
     """A FIFO blocks a read forever; /dev/zero behind a link reads until memory runs out."""
     folder = _folder(tmp_path, [_trial("t1", {"lr": 0.005, "activation": "relu"}, 0.75)])
-    for name in ("mlflow_run.json", "skipped.jsonl"):
-        os.mkfifo(folder / name)
+    for name in ("mlflow_run.json", "skipped.jsonl", "experiment_state-2099-01-01_00-00-00.json"):
+        os.mkfifo(folder / name)  # (the newest state's name: the state before it is read)
     (folder / "retrain.json").symlink_to("/dev/zero")
     proc = subprocess.run([sys.executable, "-m", "trainables", "report", str(folder), "--out", str(tmp_path / "o")],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0 and (tmp_path / "o" / "f" / "report.md").is_file(), proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "t1" in (tmp_path / "o" / "f" / "report.md").read_text(), proc.stdout + proc.stderr
 
 
 def test_records_nested_past_the_stack_or_past_floats_are_one_message(tmp_path):

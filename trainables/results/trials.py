@@ -154,14 +154,18 @@ class SweepFolder:
         with self.fs.open_input_stream(target) as f:
             return f.read().decode("utf-8", errors="replace")
 
-    def _names(self) -> list[tuple[str, bool]]:
+    def _names(self, kind: str = "Directory") -> list[tuple[str, bool]]:
+        """(name, is of that kind: a folder, or a regular file) of what the sweep folder holds."""
         import pyarrow.fs
 
         infos = self.fs.get_file_info(pyarrow.fs.FileSelector(self.root, allow_not_found=True))
-        return [(i.base_name, i.type == pyarrow.fs.FileType.Directory) for i in infos]
+        return [(i.base_name, i.type == getattr(pyarrow.fs.FileType, kind)) for i in infos]
 
     def state_files(self) -> list[str]:
-        return sorted(n for n, is_dir in self._names() if not is_dir and n.startswith(STATE_GLOB) and n.endswith(".json"))
+        """Tune's experiment states, oldest first: regular files only (a FIFO or a folder of that name, in a
+        damaged folder, would hide the state before it)."""
+        return sorted(n for n, is_file in self._names("File") if is_file and n.startswith(STATE_GLOB)
+                      and n.endswith(".json"))
 
     def trials(self) -> list[TrialFiles]:
         """The trials of the newest experiment state; without one (a driver killed before its first
