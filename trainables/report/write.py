@@ -47,11 +47,32 @@ def write_report(sweep, out: str | os.PathLike = "reports") -> Path:
     """Write <out>/<name>/report.md, report.html (its figures inside it) and figures/*.png; returns the folder.
 
     `out` is relative to the current directory (the default: ./reports)."""
+    import shutil
+    import tempfile
+
     folder = Path(out) / sweep.spec.name
-    figures = folder / "figures"
-    figures.mkdir(parents=True, exist_ok=True)
-    for old in figures.glob("*.png"):  # a report is rewritten whole: no figure of an earlier one stays
-        old.unlink()
+    folder.mkdir(parents=True, exist_ok=True)
+    # drawn beside the report, then put in place whole: an earlier report keeps its figures until this one has
+    # its own, and no figure of the earlier one stays
+    staged = Path(tempfile.mkdtemp(prefix=".figures-", dir=folder))
+    staged.chmod(0o755)  # a folder as mkdir makes it (mkdtemp's is private)
+    try:
+        doc = _document(sweep, staged)
+        figures = folder / "figures"
+        if figures.is_dir() and not figures.is_symlink():
+            shutil.rmtree(figures)
+        elif figures.exists() or figures.is_symlink():
+            figures.unlink()
+        staged.rename(figures)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    (folder / "report.md").write_text(doc.markdown(), encoding="utf-8")
+    (folder / "report.html").write_text(doc.html(f"Sweep {sweep.spec.name}", folder), encoding="utf-8")
+    return folder
+
+
+def _document(sweep, figures: Path) -> Document:
+    """The report's text, its figures drawn into `figures`."""
     doc = Document()
     retrained = load_retrained(sweep.path)
     _overview(doc, sweep)
@@ -69,9 +90,7 @@ def write_report(sweep, out: str | os.PathLike = "reports") -> Path:
         except Exception as e:  # noqa: BLE001 - records a damaged folder holds: the rest is still reported
             doc.p(f"(The {title} section could not be written from this sweep's records: "
                   f"{type(e).__name__}: {redact(str(e))[:200]})")
-    (folder / "report.md").write_text(doc.markdown(), encoding="utf-8")
-    (folder / "report.html").write_text(doc.html(f"Sweep {sweep.spec.name}", folder), encoding="utf-8")
-    return folder
+    return doc
 
 
 def _add_figure(doc: Document, name: str, caption: str, made: bool) -> None:
