@@ -90,6 +90,7 @@ BAD = [
      "search.points_to_evaluate", "only the first 1 would run"),
     ("choice values optuna cannot tell apart", ["parameters.dropout={choice: [0.0, 0.2, 0]}"],
      "parameters.dropout.choice[2]", "one value to Optuna"),
+    ("an empty metric list", ["metric=[]"], "metric", "an empty list"),
     ("an optuna sampler for random search", ["search.algorithm=random", "search.sampler=nsga2"], "search.sampler",
      "optuna sampler"),
     ("a searched depth too deep for the images", ["parameters={model: cnn_basic, blocks: {int: [2, 6]}, lr: 0.01}"],

@@ -199,6 +199,10 @@ def test_convert_prints_a_spec_that_runs_the_same(tmp_path):
     ({"parameters": {"opt.lr": {"value": 1}, "opt": {"parameters": {"lr": {"value": 2}}}}}, "parameters.opt"),
     ({"parameters": {"x": {"distribution": "constant"}}}, "parameters.x"),
     ({"method": "grid", "run_cap": 2, "parameters": {"x": {"values": [1, 2, 3]}}}, "run_cap"),
+    # the message says what went wrong (it said "loguniform needs low > 0, got 0.0", and "cannot convert float
+    # infinity to integer")
+    ({"parameters": {"x": {"distribution": "log_uniform", "min": -800, "max": 1}}}, "log_uniform_values takes"),
+    ({"parameters": {"x": {"distribution": "q_uniform", "min": 0, "max": 1, "q": 1e-320}}}, "q=1e-320 is too small"),
 ])
 def test_mistakes_are_one_clear_error(bad, where):
     data = {"program": "train.py", "method": "random", "metric": {"name": "loss"},

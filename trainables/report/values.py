@@ -9,14 +9,22 @@ from trainables.spec.space import Drawn, Int, Param, Uniform
 STATUS_COLORS = {"completed": "tab:blue", "stopped early": "tab:orange", "errored": "tab:red"}
 
 
+LABEL_CHARS = 80  # a label longer than this is cut (a list of 200,000 values kept matplotlib busy for minutes)
+
+
 def label(v: Any) -> str:
     """A short label for plots and the leaderboard: booleans and None as YAML writes them (`true`,
     `false`, `null`: what the best-hyperparameters table and `tune best` show), lists as [a,b,c],
-    floats with 3 significant digits."""
+    floats with 3 significant digits; at most LABEL_CHARS characters."""
+    text = _label(v)
+    return text if len(text) <= LABEL_CHARS else text[: LABEL_CHARS - 3] + "..."
+
+
+def _label(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.3g}"
     if isinstance(v, (list, tuple)):  # elements in full: lists that differ past 3 digits stay apart
-        return "[" + ",".join(str(x) if isinstance(x, float) else label(x) for x in v) + "]"
+        return "[" + ",".join(str(x) if isinstance(x, float) else _label(x) for x in v[:LABEL_CHARS]) + "]"
     if v is None:
         return "null"
     if isinstance(v, bool):

@@ -219,7 +219,9 @@ class Spec(_Section):
                 else data
         metrics = metric if isinstance(metric, list) else [metric]
         modes = mode if isinstance(mode, list) else [mode] * len(metrics)
-        if not metrics or len(modes) != len(metrics):
+        if not metrics:
+            raise ValueError("metric: an empty list; name one metric (val_acc), or several with one mode each")
+        if len(modes) != len(metrics):
             raise ValueError(f"metric and mode: one mode per metric, got {len(metrics)} metrics and {len(modes)} "
                              f"modes")
         if not all(isinstance(m, str) and m for m in metrics) or len(set(metrics)) != len(metrics):

@@ -45,7 +45,10 @@ def parse_param(raw: Any) -> Param:
         return _parse(kind, raw[kind], extra, when)
     except ParamError:
         raise
-    except (ValueError, OverflowError) as e:  # OverflowError: bounds over a vanishing q
+    except OverflowError:  # bounds over a vanishing q
+        raise ParamError(f"q={extra.get('q')} is too small for these bounds (their ratio overflows a float)",
+                         kind) from None
+    except ValueError as e:
         raise ParamError(str(e), kind) from None
 
 

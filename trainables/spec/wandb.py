@@ -350,8 +350,13 @@ def _clean(x: float, q: float | int) -> float | int:
 
 
 def _exp(x: float) -> float:
+    """e^x for W&B's log_uniform bounds, which are natural-log exponents (log_uniform_values takes values)."""
     if x > 700:
-        raise ValueError(f"exp({x}) overflows a float")
+        raise ValueError(f"exp({x}) overflows a float (log_uniform's min and max are exponents: "
+                         f"log_uniform_values takes the values themselves)")
+    if x < -700:
+        raise ValueError(f"exp({x}) is 0 as a float (log_uniform's min and max are exponents: "
+                         f"log_uniform_values takes the values themselves)")
     return math.exp(x)
 
 
