@@ -95,7 +95,8 @@ def test_integers_are_read_as_yaml_1_2_reads_them(tmp_path):
 
 def test_an_override_key_path_deeper_than_a_spec_may_nest_is_bad_input():
     """A W&B config's nested parameters were translated down the whole path: RecursionError at 1,500 levels."""
-    wandb = "program: train.py\nmethod: random\nmetric: {name: val_acc, goal: maximize}\nparameters:\n  lr: {value: 1}\n"
+    wandb = ("program: train.py\nmethod: random\nmetric: {name: val_acc, goal: maximize}\n"
+             "parameters:\n  lr: {value: 1}\n")
     for text in (GOOD, wandb):
         with pytest.raises(SpecError, match="nests at most 64 deep"):
             parse_spec(text, overrides=["parameters." + "a.parameters." * 1500 + "b.value=1"], checks=False)
