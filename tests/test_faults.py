@@ -103,7 +103,7 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("damage", ["no state", "bad json", "no tuner.pkl", "bad spec.yaml"])
+@pytest.mark.parametrize("damage", ["no state", "bad json", "no tuner.pkl", "bad spec.yaml", "bad optuna.db"])
 def test_resume_of_a_damaged_sweep_exits_2_and_changes_nothing(tmp_path, damage):
     folder = _saved_sweep(tmp_path)
     state = next(folder.glob("experiment_state-*.json"))
@@ -113,8 +113,10 @@ def test_resume_of_a_damaged_sweep_exits_2_and_changes_nothing(tmp_path, damage)
         state.write_text('{"trial_data": [')
     elif damage == "no tuner.pkl":
         (folder / "tuner.pkl").unlink()
-    else:
+    elif damage == "bad spec.yaml":
         (folder / "spec.yaml").write_text("name: [")
+    else:  # SQLAlchemy's "file is not a database", from inside Tune's restore
+        (folder / "optuna.db").write_bytes(os.urandom(4096))
     before = _snapshot(folder)
     result = tune("run", tmp_path / "s.yaml", "--storage", tmp_path / "r", "--resume", cwd=tmp_path)
     assert result.exit_code == 2, result.output

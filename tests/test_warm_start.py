@@ -70,3 +70,14 @@ def test_warm_start_of_a_sweep_that_does_not_exist_is_bad_input(tune_in_process,
     out = tune_in_process("run", write(tmp_path / "b.yaml", SPEC.format(name="x", algorithm="optuna", samples=1)),
                           "-o", "search.warm_start=[nope]", cwd=tmp_path, check=2)
     assert "search.warm_start" in out and "no sweep named 'nope'" in out
+
+
+def test_a_new_sweep_starts_a_new_study_over_one_left_by_a_start_without_trials(tmp_path):
+    """A folder without Ray's state holds no sweep (tune run starts there); an optuna.db left in it by a start
+    that ended before any trial, damaged or not, was opened: SQLAlchemy's "file is not a database"."""
+    from trainables.tune.tuner import study_storage
+
+    (tmp_path / "optuna.db").write_bytes(b"not a database" * 100)
+    storage = study_storage(str(tmp_path))
+    study = optuna.create_study(storage=storage, study_name="s")
+    assert study.trials == [] and (tmp_path / "optuna.db").read_bytes().startswith(b"SQLite format 3")

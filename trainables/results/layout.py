@@ -262,12 +262,24 @@ def check_resumable(spec: Spec, path: str) -> None:
         raise SpecError(f"cannot resume {redact(path)}: Ray Tune's saved state is {what} (experiment_state-*.json, "
                         f"{TUNER_FILE}); nothing was changed. `tune report {redact(path)}` still reads what the "
                         f"trials recorded; {hint}", file=spec.source)
+    if not is_remote(path) and held.get(STUDY_FILE) and not _sqlite(Path(path) / STUDY_FILE):
+        raise SpecError(f"cannot resume {redact(path)}: the sweep's Optuna study ({STUDY_FILE}) is not an SQLite "
+                        f"database (damaged?); nothing was changed. `tune report` still reads what the trials "
+                        f"recorded; {hint}", file=spec.source)
     changed = spec_changes(saved, spec)
     if changed:
         raise SpecError(f"cannot resume with a different spec: {', '.join(changed[:10])}"
                         f"{' ...' if len(changed) > 10 else ''} changed since the sweep started (only "
                         f"{', '.join(RESUMABLE_CHANGES)} may change on --resume); nothing was changed",
                         file=spec.source)
+
+
+def _sqlite(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return False
 
 
 def spec_changes(saved: Spec, spec: Spec) -> list[str]:

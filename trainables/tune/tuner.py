@@ -5,7 +5,7 @@ import os
 from typing import Any
 
 from trainables.errors import SpecError, redact, short
-from trainables.results.layout import experiment_dir, is_remote, storage_root, study_url
+from trainables.results.layout import STUDY_FILE, experiment_dir, is_remote, storage_root, study_url
 from trainables.search.feasible import Feasibility
 from trainables.search.optuna import DefineByRun, encode_point
 from trainables.spec.schema import Spec
@@ -67,8 +67,8 @@ def _sampler(spec: Spec):
 
 
 def study_storage(path: str):
-    """An Optuna storage in the sweep folder (written only by this driver), so --resume continues the
-    same study and optuna-dashboard can show it; in memory on remote storage (s3://, gs://)."""
+    """An Optuna storage in the sweep folder of a new sweep (written only by this driver), so --resume continues
+    the same study and optuna-dashboard can show it; in memory on remote storage (s3://, gs://)."""
     from pathlib import Path
 
     import optuna
@@ -77,7 +77,14 @@ def study_storage(path: str):
     if url is None:
         return None
     Path(path).mkdir(parents=True, exist_ok=True)
-    return optuna.storages.RDBStorage(url)
+    # a new sweep's folder holds no sweep (layout.check_fresh): a study file there is left from a start that
+    # ended before any trial, and its asked-for trials are no part of this sweep
+    (Path(path) / STUDY_FILE).unlink(missing_ok=True)
+    try:
+        return optuna.storages.RDBStorage(url)
+    except Exception as e:  # noqa: BLE001 - SQLAlchemy's errors: a folder that is not writable, a full disk
+        raise SpecError(f"cannot keep the sweep's Optuna study in {redact(path)}/{STUDY_FILE}: "
+                        f"{short(str(e).splitlines()[0], 200)}", path="--storage") from None
 
 
 def _scheduler(spec: Spec, param_space: dict[str, Any]):
