@@ -73,7 +73,34 @@ def _dataset(spec: Spec, say: Callable[[str], None]) -> Spec:
             raise _error(spec, f"{d.name}: {', '.join(missing)} not found in {folder}; put the files there, or set "
                                f"dataset.download: true where a network exists", "dataset.root")
     _builtin_splittable(spec)
+    _memory_note(spec, say)
     return spec
+
+
+def _memory_note(spec: Spec, say: Callable[[str], None]) -> None:
+    """A built-in dataset is held whole, resized, as float32 tensors in every trial process: digits at 4096 px
+    is ~120 GB, cifar10 at ImageNet weights' 224 px ~36 GB. Said when that is over half this machine."""
+    from trainables.core.data.config import image_size_for
+    from trainables.core.models import get_model
+
+    d = spec.dataset
+    n, channels, default = {"digits": (1797, 1, 32), "mnist": (70000, 1, 28), "cifar10": (60000, 3, 32),
+                            "fake": (d.num_samples, 3, 32)}.get(d.name, (0, 0, 0))
+    model = spec.space.get("model")
+    biggest = 0
+    for name in (model.candidates() if model is not None and spec.trainable == "classifier" else ["cnn"]):
+        try:
+            e = get_model(name)
+            pre = e.preprocess(e.params(**{k: p.candidates()[0] for k, p in spec.space.items()
+                                            if k in e.params.model_fields}))
+        except (ValueError, TypeError):  # (checks.py has said why)
+            continue
+        size = image_size_for(d, pre, default)
+        biggest = max(biggest, n * (pre.channels or channels) * size * size * 4)
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if biggest > memory / 2:
+        say(f"note: dataset {d.name} at that image size is ~{biggest / 1e9:.0f} GB of float32 tensors in every trial "
+            f"process (this machine has {memory / 1e9:.0f} GB); lower dataset.image_size")
 
 
 # images per class of the built-in datasets' training sets (MNIST's and CIFAR-10's come with a test set)
