@@ -5,15 +5,10 @@ rebuilt from the trials) both go through `distribution`, so they see the same sp
 """
 from __future__ import annotations
 
-import json
 from typing import Any, Mapping
 
+from trainables.spec.params import label
 from trainables.spec.space import Choice, Drawn, Fixed, Int, Param, Uniform, can_be, ordered
-
-
-def label(v: Any) -> Any:
-    """A value as an Optuna categorical holds it: scalars as they are, lists and mappings as JSON."""
-    return v if v is None or isinstance(v, (bool, int, float, str)) else json.dumps(v, sort_keys=True)
 
 
 def distribution(p: Param):

@@ -148,7 +148,7 @@ def _check_search(spec: Spec, doc) -> None:
 def _distinct_for_optuna(p: Choice, doc, where: tuple) -> None:
     """Optuna finds a drawn value by equality: with 1 and true (1 == True), or [1, 2] and "[1, 2]" (one label),
     only the first is ever drawn."""
-    from trainables.search.optuna import label
+    from trainables.spec.params import label
 
     labels = [label(v) for v in p.values]
     for i, a in enumerate(labels):

@@ -15,6 +15,13 @@ BOUND = 2**53  # beyond this floats skip integers and samplers' int64 arithmetic
 EDGE = 1e-9  # the probabilities Drawn.ppf is clipped to: unbounded priors stay finite
 
 
+def label(v: Any) -> Any:
+    """A value as an Optuna categorical holds it: scalars as they are, lists and mappings as JSON."""
+    import json
+
+    return v if v is None or isinstance(v, (bool, int, float, str)) else json.dumps(v, sort_keys=True)
+
+
 @dataclass(frozen=True)
 class Param:
     """A parameter of the sweep: fixed, or drawn from a distribution; maybe conditional."""
