@@ -81,21 +81,3 @@ def test_a_new_sweep_starts_a_new_study_over_one_left_by_a_start_without_trials(
     storage = study_storage(str(tmp_path))
     study = optuna.create_study(storage=storage, study_name="s")
     assert study.trials == [] and (tmp_path / "optuna.db").read_bytes().startswith(b"SQLite format 3")
-
-
-def test_asha_compares_new_trials_with_the_earlier_sweeps_epochs():
-    """Seeded rungs: a new trial worse at epoch 1 than two thirds of the earlier trials were is stopped at once
-    (with empty rungs ASHA lets the first trials of a sweep run on, whatever they score)."""
-    from types import SimpleNamespace
-
-    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
-
-    from trainables.tune import _ray_private
-
-    histories = [{1: 0.2 + i / 10, 3: 0.4 + i / 10, 6: 0.5 + i / 10} for i in range(6)]
-    asha = ASHAScheduler(time_attr="training_iteration", max_t=6, grace_period=1, reduction_factor=3)
-    assert _ray_private.seed_rungs(asha, histories, -1.0) == 12  # rungs at epochs 1 and 3, loss-like (min)
-    (bracket,) = asha._brackets
-    weak, strong = SimpleNamespace(trial_id="weak"), SimpleNamespace(trial_id="strong")
-    assert bracket.on_result(weak, 1, -0.6) == TrialScheduler.STOP  # loss 0.6: worse than 4 of 6 earlier ones
-    assert bracket.on_result(strong, 1, -0.1) == TrialScheduler.CONTINUE

@@ -105,22 +105,6 @@ def set_milestones(scheduler, milestones: list[int]) -> None:
         bracket._rungs = [(m, {}) for m in sorted(milestones, reverse=True)]  # ASHA keeps the last first
 
 
-def seed_rungs(scheduler, histories: list[dict[int, float]], sign: float) -> int:
-    """ASHA's rungs holding earlier trials' values (sign x metric, as ASHA keeps them) at each milestone they
-    reached: a new trial is compared with them too. Returns how many values were recorded."""
-    import math
-
-    n = 0
-    for bracket in scheduler._brackets:
-        for milestone, recorded in bracket._rungs:
-            for i, history in enumerate(histories):
-                value = history.get(math.ceil(milestone))  # the first epoch at or past the milestone
-                if value is not None:
-                    recorded[f"warm_start_{i}"] = sign * value
-                    n += 1
-    return n
-
-
 def optuna_trial(searcher, trial_id: str):
     """The Optuna trial OptunaSearch asked for this Tune trial."""
     return searcher._ot_trials[trial_id]

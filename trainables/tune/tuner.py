@@ -87,7 +87,7 @@ def study_storage(path: str):
                         f"{short(str(e).splitlines()[0], 200)}", path="--storage") from None
 
 
-def _scheduler(spec: Spec, param_space: dict[str, Any], warm: Warm | None = None):
+def _scheduler(spec: Spec, param_space: dict[str, Any]):
     from ray.tune import schedulers as S
 
     c = spec.scheduler
@@ -98,8 +98,6 @@ def _scheduler(spec: Spec, param_space: dict[str, Any], warm: Warm | None = None
                                reduction_factor=c.reduction_factor, brackets=c.brackets)
         if c.milestones:  # W&B hyperband's bands, as they are
             _ray_private.set_milestones(asha, c.milestones)
-        if warm is not None and warm.histories:  # the earlier sweeps' epochs count at each rung
-            _ray_private.seed_rungs(asha, warm.histories, 1.0 if spec.mode == "max" else -1.0)
         return asha
     if c.name == "hyperband":
         return S.HyperBandScheduler(time_attr="training_iteration", max_t=spec.epochs,
@@ -200,7 +198,7 @@ def _tuner(spec: Spec, path: str, trainable, *, storage: str | None, resume: boo
             metric=spec.metric,
             mode=spec.mode,
             search_alg=search_alg,
-            scheduler=_scheduler(spec, param_space, warm),
+            scheduler=_scheduler(spec, param_space),
             # Ray counts random-search samples per `grid:` point; our count is the total.
             num_samples=spec.num_samples if spec.search.algorithm == "grid" else spec.search.num_samples or 10,
             # a data-parallel trial's process owns its Train run

@@ -4,9 +4,7 @@ before its first trial (seed 004's random-then-Bayesian sweeps; seed 000's relat
 Earlier sweeps are read from their JSON results, never from pickled state. A trial is used when its
 configuration fits this sweep's space: parameters this space does not have are dropped, and a trial
 missing a searched parameter that applies, or with a value outside its range, is skipped. A trial
-that a scheduler stopped early counts with the value it reached, flagged as such. With the asha scheduler,
-their results at each rung's epoch are in its rungs too: a new trial is stopped early when it is worse
-than the earlier trials were at that epoch, not only than the new ones.
+that a scheduler stopped early counts with the value it reached, flagged as such.
 """
 from __future__ import annotations
 
@@ -25,7 +23,6 @@ class Warm:
 
     trials: list[tuple[dict[str, Any], float, dict[str, Any]]] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)  # what was used, and why the rest was not
-    histories: list[dict[int, float]] = field(default_factory=list)  # each used trial's metric by epoch (ASHA's rungs)
 
 
 def gather(spec: Spec, storage: str | None) -> Warm:
@@ -62,7 +59,6 @@ def gather(spec: Spec, storage: str | None) -> Warm:
             attrs = {"warm_start_from": earlier.spec.name, "warm_start_trial": t.trial_id,
                      "stopped_early": t.status == "stopped early", "epochs": t.epochs}
             warm.trials.append((params, value, attrs))
-            warm.histories.append(_by_epoch(t.history, spec.metric))
             used += 1
             stopped += t.status == "stopped early"
         dropped = sorted(set().union(*(t.config for t in earlier.trials)) - set(space)) if earlier.trials else []
@@ -72,26 +68,8 @@ def gather(spec: Spec, storage: str | None) -> Warm:
             line += "; not used: " + ", ".join(f"{n} ({r})" for r, n in why.items())
         if dropped:
             line += f"; parameters this sweep does not have, dropped: {', '.join(dropped)}"
-        if used and spec.scheduler.name == "asha":
-            line += "; ASHA compares new trials with their epochs too"
         warm.lines.append(line)
     return warm
-
-
-def _by_epoch(history, metric: str) -> dict[int, float]:
-    """{epoch: metric} of a trial's results (finite values only)."""
-    import math
-
-    if history is None or metric not in history.columns or "epoch" not in history.columns:
-        return {}
-    out = {}
-    for epoch, value in zip(history["epoch"], history[metric], strict=True):
-        try:
-            if math.isfinite(float(value)) and float(epoch).is_integer():
-                out[int(epoch)] = float(value)
-        except (TypeError, ValueError):
-            continue
-    return out
 
 
 def add_to_study(study, spec: Spec, warm: Warm) -> None:
