@@ -118,3 +118,29 @@ def test_a_foreign_run_file_creates_no_database(tmp_path):
     (folder / "mlflow_run.json").write_text(json.dumps({"tracking_uri": f"sqlite:///{db}", "run_id": "abc"}))
     assert "not there" in attach_report(str(folder), tmp_path)
     assert not db.exists()
+
+
+def test_odd_entries_hide_nothing_of_a_sweep(tmp_path):
+    """A dangling link in a sweep folder made its listing empty: a new `tune run` of that name went ahead into
+    it; a file called spec.yaml beside no sweep is a spec, not a sweep folder's copy; a run file nested past the
+    stack, or a state that is a JSON list, is read as nothing."""
+    from trainables.errors import SpecError
+    from trainables.results.layout import check_fresh, read_run_file
+    from trainables.results.read import load_sweep, resolve
+
+    folder = _folder(tmp_path, [_trial("t1", {"lr": 0.005, "activation": "relu"}, 0.75)])
+    (folder / "tuner.pkl").write_bytes(b"x")
+    (folder / "gone").symlink_to(tmp_path / "nowhere")
+    spec = load_spec(folder / "spec.yaml", checks=False)
+    try:
+        check_fresh(spec, str(folder))
+        raise AssertionError("a second sweep of that name was let into the folder")
+    except SpecError as e:
+        assert "already holds a sweep" in e.message
+    (tmp_path / "proj").mkdir()
+    write(tmp_path / "proj" / "spec.yaml", SPEC)
+    assert resolve(str(tmp_path / "proj" / "spec.yaml"), str(tmp_path / "r")) == str(folder)
+    (folder / "mlflow_run.json").write_text("[" * 100_000)
+    assert read_run_file(str(folder)) == {}
+    (folder / "experiment_state-2026-01-01_00-00-00.json").write_text("[1, 2]")
+    assert load_sweep(str(folder)).trials == []

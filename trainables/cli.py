@@ -212,6 +212,7 @@ def best(sweep, storage):
     import yaml
 
     from trainables.results.read import load_sweep
+    from trainables.spec.reader import dump
 
     try:
         s = load_sweep(sweep, storage)
@@ -229,7 +230,7 @@ def best(sweep, storage):
     (metric, _), = (s.spec.final.select or {s.spec.metric: s.spec.mode}).items()
     value = b.value(metric)
     try:
-        text = yaml.safe_dump({"parameters": b.config}, sort_keys=False, default_flow_style=None).rstrip()
+        text = dump({"parameters": b.config}).rstrip()  # as a spec reads it back: "09" stays text
     except (yaml.YAMLError, RecursionError) as e:  # a damaged record: nested past the stack, ...
         _fail(SpecError(f"the best trial's configuration (trial {b.trial_id}) cannot be written as YAML: "
                         f"{type(e).__name__}"))

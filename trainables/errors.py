@@ -39,9 +39,10 @@ def redact(text: str) -> str:
     (token=, key=, password=, ...) become ***. For anything printed, logged or saved."""
     import re
 
-    # user:password@ up to the last @ of the URI: a secret may hold / or @ (AWS secret keys do) ...
+    # user:password@ where the password, unencoded, holds a space (and maybe @): up to the @ after its words
+    # (a port, user:5000 followed by words, is no password) ...
+    text = re.sub(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/@:'\"]+:(?!\d+(?:[/\s]|$))\S*\s[^@\n]*@", r"\1***@", text)
+    # ... then user:password@ up to the last @ of the URI: a secret may hold / or @ (AWS secret keys do)
     text = re.sub(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s'\"<>]*@", r"\1***@", text)
-    # ... or, unencoded, a space: user: then whatever comes before an @ on that line
-    text = re.sub(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/@:'\"]+:[^@\n]*?\s[^@\n]*@", r"\1***@", text)
     return re.sub(r"(?i)([?&;#](?:[a-z_]*token|[a-z_]*key|password|passwd|pass|pwd|[a-z_]*secret|signature|sig|auth|"
                   r"credential|x-amz-[a-z-]+)=)[^&\s'\"]+", r"\1***", text)

@@ -28,7 +28,7 @@ from trainables.report.importance import importances
 from trainables.report.pareto import pareto_section
 from trainables.report.per_value import per_value_table
 from trainables.report.values import by_model, fmt, label, numeric
-from trainables.results.layout import read_run_file, sweep_arg
+from trainables.results.layout import atomic_write, read_run_file, sweep_arg
 from trainables.results.retrained import load_retrained
 
 LAYERS_SHOWN = 40  # names of the best trial's trainable layers in the report
@@ -66,8 +66,8 @@ def write_report(sweep, out: str | os.PathLike = "reports") -> Path:
         staged.rename(figures)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
-    (folder / "report.md").write_text(doc.markdown(), encoding="utf-8")
-    (folder / "report.html").write_text(doc.html(f"Sweep {sweep.spec.name}", folder), encoding="utf-8")
+    atomic_write(folder / "report.md", doc.markdown())
+    atomic_write(folder / "report.html", doc.html(f"Sweep {sweep.spec.name}", folder))
     return folder
 
 

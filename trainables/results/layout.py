@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from trainables.errors import SpecError, redact
-from trainables.results.storage import is_remote, join, names, read_text, write_text
+from trainables.results.storage import MAX_READ, is_remote, join, names, read_text, write_text
 from trainables.spec.schema import Spec
 
 DEFAULT_STORAGE = "results"
@@ -74,9 +74,6 @@ def _real(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-MAX_READ = 64 * 2**20  # the files we keep are small: a bigger one (or a device behind a link) is not ours
-
-
 def read_small(path: Path) -> str | None:
     """The text of a regular file of at most MAX_READ bytes; None otherwise (absent, unreadable, a FIFO
     that would block the read forever, /dev/zero behind a link that would fill the memory)."""
@@ -128,9 +125,17 @@ def _held(path: str) -> dict[str, int]:
     if is_remote(path):
         return {name: size for name, _, size in names(path)}
     try:
-        return {p.name: p.stat().st_size for p in Path(path).iterdir()}
+        entries = list(Path(path).iterdir())
     except OSError:  # no folder there (or a file, or one we may not list)
         return {}
+    return {p.name: _size(p) for p in entries}
+
+
+def _size(p: Path) -> int:
+    try:
+        return p.lstat().st_size  # a link as itself: one that dangles or loops hides nothing else
+    except OSError:
+        return 0
 
 
 def _is_state(name: str) -> bool:
@@ -193,11 +198,12 @@ def check_writable(root: str) -> None:
 def save_spec(spec: Spec, path: str) -> None:
     """The resolved spec as <sweep>/spec.yaml, on remote storage too (what `tune best`, `tune report`,
     --resume and a later sweep's warm_start read back)."""
-    import yaml
+    from trainables.spec.reader import dump
 
     data = spec.model_dump(mode="json", by_alias=True, exclude_defaults=False)
-    # No credentials in the folder: a tracking URI's password comes from the spec or the environment.
-    text = redact(yaml.safe_dump(data, sort_keys=False))
+    # No credentials in the folder: a tracking URI's password comes from the spec or the environment. Written
+    # as the spec reader reads (YAML 1.2 numbers: the text "09" quoted), so it reads back the same.
+    text = redact(dump(data))
     if is_remote(path):
         return write_text(join(path, SPEC_FILE), text)
     Path(path).mkdir(parents=True, exist_ok=True)
@@ -217,7 +223,7 @@ def read_run_file(sweep_path: str) -> dict[str, Any]:
     try:
         text = _read(sweep_path, RUN_FILE)
         data = json.loads(text) if text is not None else None
-    except (SpecError, ValueError):
+    except (SpecError, ValueError, RecursionError):
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -252,7 +258,7 @@ def check_resumable(spec: Spec, path: str) -> None:
     if saved is None:
         raise SpecError(f"nothing to resume at {redact(path)}: no sweep was saved there; {hint}", file=spec.source)
     held = _held(path)
-    states = sorted(n for n in held if _is_state(n))
+    states = sorted(n for n in held if _is_state(n) and (is_remote(path) or (Path(path) / n).is_file()))
     try:
         state = json.loads(_read(path, states[-1]) or "null") if states else None
     except (ValueError, RecursionError):

@@ -137,7 +137,7 @@ def resolve(name_or_path: str, storage: str | None = None) -> str:
         p = Path(name_or_path).expanduser()
         if p.is_dir() and (p / SPEC_FILE).is_file():
             return str(p.resolve())
-        if p.name == SPEC_FILE and p.is_file():  # a sweep folder's own spec.yaml: that folder
+        if p.name == SPEC_FILE and p.is_file() and _holds_sweep(p.parent):  # a sweep folder's own spec.yaml
             return str(p.parent.resolve())
         if p.suffix in (".yaml", ".yml") and p.is_file():  # the spec itself: its sweep under the storage
             name = load_spec(p, checks=False).name
@@ -151,6 +151,12 @@ def resolve(name_or_path: str, storage: str | None = None) -> str:
         return candidate
     raise SpecError(f"no sweep named {name_or_path!r} under {redact(root)} (and no such sweep folder); run `tune run` "
                     f"first or pass --storage")
+
+
+def _holds_sweep(folder: Path) -> bool:
+    """Ray Tune's records are there (a spec.yaml of one's own, beside no sweep, is a spec like any other)."""
+    return any(folder.glob("experiment_state-*.json")) or (folder / "tuner.pkl").exists() or any(
+        folder.glob("trial_*"))
 
 
 def _keeps_spec(path: str) -> bool:

@@ -12,6 +12,10 @@ from typing import Iterator
 from trainables.errors import SpecError, redact
 
 
+MAX_READ = 64 * 2**20  # the files a sweep folder holds are small: a bigger one (or a device behind a link) is
+# not read (it would fill the memory)
+
+
 def is_remote(path: str) -> bool:
     """A URI (s3://, gs://, ...) rather than a path on this machine."""
     return "://" in path
@@ -48,12 +52,14 @@ def reaching(uri: str) -> Iterator[None]:
 
 
 def read_text(path: str) -> str | None:
-    """The text of the file at path (a URI or a local path); None when there is no file there."""
+    """The text of the file at path (a URI or a local path); None when there is no file there, or one over
+    MAX_READ bytes."""
     import pyarrow.fs
 
     fs, inner = filesystem(path)
     with reaching(path):
-        if fs.get_file_info(inner).type != pyarrow.fs.FileType.File:
+        info = fs.get_file_info(inner)
+        if info.type != pyarrow.fs.FileType.File or (info.size or 0) > MAX_READ:
             return None
         with fs.open_input_stream(inner) as f:
             return f.read().decode("utf-8", errors="replace")

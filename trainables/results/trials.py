@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from trainables.results.storage import filesystem, join
+from trainables.results.storage import MAX_READ, filesystem, join
 
 STATE_GLOB = "experiment_state-"  # experiment_state-<date>.json: the newest name is the newest state
 RESULT_FILE = "result.json"
@@ -149,8 +149,9 @@ class SweepFolder:
         import pyarrow.fs
 
         target = f"{self.root.rstrip('/')}/{relative}"
-        if self.fs.get_file_info(target).type != pyarrow.fs.FileType.File:
-            return None
+        info = self.fs.get_file_info(target)
+        if info.type != pyarrow.fs.FileType.File or (info.size or 0) > MAX_READ:
+            return None  # (a sparse 100 GB result.json would fill the memory)
         with self.fs.open_input_stream(target) as f:
             return f.read().decode("utf-8", errors="replace")
 
@@ -172,7 +173,8 @@ class SweepFolder:
         snapshot), the trial folders that hold results."""
         states = self.state_files()
         if states:
-            return self._from_state(json.loads(self.read(states[-1]) or "{}"))
+            state = json.loads(self.read(states[-1]) or "{}")
+            return self._from_state(state if isinstance(state, dict) else {})
         return self._from_folders()
 
     def _from_state(self, state: dict[str, Any]) -> list[TrialFiles]:

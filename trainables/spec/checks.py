@@ -150,12 +150,12 @@ def _distinct_for_optuna(p: Choice, doc, where: tuple) -> None:
     only the first is ever drawn."""
     from trainables.spec.params import label
 
-    labels = [label(v) for v in p.values]
-    for i, a in enumerate(labels):
-        for j in range(i + 1, len(labels)):
-            if a == labels[j]:
-                raise doc.error(f"choice values {short(p.values[i])} and {short(p.values[j])} are one value to "
-                                f"Optuna (it would only ever draw the first): keep one", (*where, j))
+    first: dict = {}  # label -> index: 1, True and 1.0 hash (and compare) alike
+    for j, v in enumerate(p.values):
+        i = first.setdefault(label(v), j)
+        if i != j:
+            raise doc.error(f"choice values {short(p.values[i])} and {short(v)} are one value to Optuna (it would "
+                            f"only ever draw the first): keep one", (*where, j))
 
 
 def _check_objectives(spec: Spec, doc) -> None:
@@ -242,7 +242,7 @@ def _check_points(spec: Spec, doc) -> None:
     """Every starting point names known parameters with values the space can give, conditions holding, and
     each one runs (with grid search they come on top of the grid)."""
     space = spec.space
-    points, samples = len(spec.search.points_to_evaluate), spec.num_samples
+    points, samples = len(spec.search.points_to_evaluate), spec.search.num_samples or 10
     if spec.search.algorithm != "grid" and points > samples:
         raise doc.error(f"{points} starting points but num_samples {samples}: only the first {samples} would run; "
                         f"raise search.num_samples or drop points", ("search", "points_to_evaluate"))

@@ -79,7 +79,8 @@ def study_storage(path: str):
     Path(path).mkdir(parents=True, exist_ok=True)
     # a new sweep's folder holds no sweep (layout.check_fresh): a study file there is left from a start that
     # ended before any trial, and its asked-for trials are no part of this sweep
-    (Path(path) / STUDY_FILE).unlink(missing_ok=True)
+    for leftover in ("", "-journal", "-wal", "-shm"):  # SQLite would roll an old journal into the new file
+        (Path(path) / f"{STUDY_FILE}{leftover}").unlink(missing_ok=True)
     try:
         return optuna.storages.RDBStorage(url)
     except Exception as e:  # noqa: BLE001 - SQLAlchemy's errors: a folder that is not writable, a full disk

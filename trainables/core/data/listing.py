@@ -22,11 +22,14 @@ def make_dataset(directory: str, class_to_idx: dict[str, int], extensions=IMG_EX
     """(path, class index) of every file with one of the extensions under directory/<class>/, in
     torchvision's order; classes without a folder or a file are simply absent."""
     out = []
+    # the split's folder and every other class's: a link into them would list their images in this class too
+    others = {c: _inode(os.path.join(directory, c)) for c in class_to_idx} | {"": _inode(directory)}
     for target_class in sorted(class_to_idx):
         target_dir = os.path.join(directory, target_class)
         if not os.path.isdir(target_dir):
             continue
-        for root, _, fnames in sorted(_walk(target_dir)):
+        barred = {i for c, i in others.items() if c != target_class and i is not None}
+        for root, _, fnames in sorted(_walk(target_dir, barred)):
             for fname in sorted(fnames):
                 path = os.path.join(root, fname)
                 if path.lower().endswith(extensions):
@@ -34,11 +37,20 @@ def make_dataset(directory: str, class_to_idx: dict[str, int], extensions=IMG_EX
     return out
 
 
-def _walk(top: str):
-    """os.walk with links followed, entering each real folder once: a link back up the tree (which made
-    torchvision's walk endless, its listing growing until memory ran out) or to a folder already walked
-    adds nothing again (its images would be listed twice, and land in both training and test)."""
-    seen: set[tuple[int, int]] = set()
+def _inode(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _walk(top: str, barred: set[tuple[int, int]]):
+    """os.walk with links followed, entering each real folder once and none of `barred`: a link back up the
+    tree (which made torchvision's walk endless, its listing growing until memory ran out), to a folder
+    already walked or to another class adds nothing (its images would be listed twice, under two labels,
+    and land in both training and test)."""
+    seen = set(barred)
     for root, dirs, files in os.walk(top, followlinks=True):
         try:
             st = os.stat(root)
