@@ -17,6 +17,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def tune(*args, cwd: Path):
+    """`tune ARGS` in this process (click's CliRunner), from the folder cwd; the click Result."""
+    from click.testing import CliRunner
+
+    from trainables.cli import cli
+
+    old = Path.cwd()
+    os.chdir(cwd)
+    try:
+        return CliRunner().invoke(cli, [str(a) for a in args])
+    finally:
+        os.chdir(old)
+
+
 def run_cli(*args, cwd=None, env=None, timeout=600, check=None) -> subprocess.CompletedProcess:
     """`python -m trainables ARGS` in a subprocess."""
     proc = subprocess.run([sys.executable, "-m", "trainables", *map(str, args)], cwd=cwd, capture_output=True,

@@ -10,10 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from tests.helpers import Payload, write
-from trainables.cli import cli
+from tests.helpers import Payload, tune, write
 from trainables.errors import SpecError, redact
 from trainables.results.layout import save_spec
 from trainables.results.lock import SweepLock
@@ -40,15 +38,6 @@ def _no_ray_started():
     if "ray" in sys.modules and sys.modules["ray"].is_initialized():
         sys.modules["ray"].shutdown()  # or every later test here would fail on it too
         pytest.fail("this fault was found only after Ray had started")
-
-
-def tune(*args, cwd: Path):
-    old = Path.cwd()
-    os.chdir(cwd)
-    try:
-        return CliRunner().invoke(cli, [str(a) for a in args])
-    finally:
-        os.chdir(old)
 
 
 def _dead_pid() -> int:

@@ -9,35 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from click.testing import CliRunner
-
-from tests.helpers import write
-from trainables.cli import cli
+from tests.helpers import tune, write
+from tests.test_faults import SPEC as FAULTS_SPEC
 from trainables.results.layout import save_spec
 from trainables.spec.load import load_spec
 
-SPEC = """\
-name: f
-dataset: {name: digits, limit: 100}
-epochs: 2
-parameters:
-  model: cnn
-  filters: [8, 8, 8, 8, 8]
-  dense_units: 16
-  activation: {choice: [relu, gelu]}
-  lr: {loguniform: [1.0e-3, 1.0e-2]}
-search: {num_samples: 2}
-tracking: {enabled: false}
-"""
-
-
-def tune(*args, cwd: Path):
-    old = Path.cwd()
-    os.chdir(cwd)
-    try:
-        return CliRunner().invoke(cli, [str(a) for a in args])
-    finally:
-        os.chdir(old)
+# test_faults' sweep, with a choice among its searched parameters
+SPEC = FAULTS_SPEC.replace("  lr: {loguniform", "  activation: {choice: [relu, gelu]}\n  lr: {loguniform")
 
 
 def _folder(tmp_path: Path, trials: list[tuple[dict, dict]], state_text: str | None = None) -> Path:
