@@ -277,3 +277,17 @@ def test_figure_3c_measures_both_searches_hypervolume(ray_address, tmp_path):
     (row,) = fig.details["seeds"]
     assert row["tpe_hypervolume"] > 0 and row["random_hypervolume"] > 0 and row["reference_params"] > 0
     assert (tmp_path / "bench-search-optuna-fifo-mo-0" / "optuna.db").is_file()
+
+
+@pytest.mark.parametrize("args,option", [(["--only", ",,"], "--only"), (["--out", "{file}"], "--out"),
+                                         (["--work", "{file}/sub"], "--work")])
+def test_bench_options_it_cannot_honour_are_refused_before_measuring(tmp_path, args, option):
+    """An --out that cannot be made was a traceback after the figures were measured; --only ,, measured nothing."""
+    from click.testing import CliRunner
+
+    from trainables.cli import cli
+
+    (tmp_path / "a-file").write_text("")
+    args = [a.format(file=tmp_path / "a-file") for a in args]
+    result = CliRunner().invoke(cli, ["bench", "--only", "1", *args])
+    assert result.exit_code == 2 and f"{option}:" in result.output and "Traceback" not in result.output, result.output

@@ -1,6 +1,7 @@
 """The `tune` command (also `python -m trainables`): our commands plus Ray Tune's own."""
 from __future__ import annotations
 
+import os
 import shlex
 import signal
 import sys
@@ -280,9 +281,18 @@ def bench(quick, gpu_only, only, out, work, tiny):
 
     figures = tuple(x.strip() for x in only.split(",") if x.strip())
     bad = [x for x in figures if x not in ALL]
-    if bad:
-        _fail(SpecError(f"--only takes figure numbers among {','.join(ALL)}, got {','.join(bad)}", path="--only"))
-    sys.exit(run(out=out, quick=quick, tiny=tiny, only=figures, gpu_only=gpu_only, work=work))
+    if bad or not figures:
+        _fail(SpecError(f"--only takes figure numbers among {','.join(ALL)}, got {only!r}", path="--only"))
+    for option, folder in (("--out", out), ("--work", work)):  # made now: not after minutes of measuring
+        try:
+            if folder is not None:
+                Path(folder).expanduser().mkdir(parents=True, exist_ok=True)
+                if not os.access(Path(folder).expanduser(), os.W_OK | os.X_OK):
+                    raise PermissionError(13, "not writable")
+        except OSError as e:
+            _fail(SpecError(f"cannot make the folder {folder}: {e.strerror or e}", path=option))
+    work = str(Path(work).expanduser()) if work is not None else None
+    sys.exit(run(out=Path(out).expanduser(), quick=quick, tiny=tiny, only=figures, gpu_only=gpu_only, work=work))
 
 
 def _ray_auth_from_token() -> None:
