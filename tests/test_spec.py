@@ -158,6 +158,10 @@ def test_unreachable_cluster_address_is_bad_input(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert "does not answer" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "r").exists()  # nothing written
+    # the dashboard's address (ray job submit's) was Ray's ValueError, as a traceback
+    result = CliRunner().invoke(cli, ["run", str(good), "--address", "http://127.0.0.1:8265", "--storage",
+                                      str(tmp_path / "r"), "-o", "tracking.enabled=false"])
+    assert result.exit_code == 2 and "is a dashboard's address" in result.output, result.output
 
 
 def test_validate_prints_the_resolved_space(tmp_path):

@@ -47,6 +47,10 @@ def connect(address: str | None, *, say=print) -> None:
             say(f"ray: the last `ray start` on this machine ({recorded}) no longer answers (its address file "
                 f"{_ray_private.address_file()} is stale; `ray stop` removes it): starting a local Ray instead")
             address = "local"
+    elif address.split("://")[0].lower() in ("http", "https"):
+        raise SpecError(f"{address} is a dashboard's address (what `ray job submit --address` takes); `tune run "
+                        f"--address` (and RAY_ADDRESS) take the cluster's: HOST:6379, or ray://HOST:10001",
+                        path="--address")
     elif address != "local" and ("://" not in address or address.startswith("ray://")):
         why = _answers(address)
         if why is not None:
@@ -55,7 +59,7 @@ def connect(address: str | None, *, say=print) -> None:
     try:
         ray.init(address=address or None, logging_level=logging.ERROR, log_to_driver=False,
                  include_dashboard=False if address in (None, "local") else None)
-    except (ConnectionError, RuntimeError) as e:
+    except (ConnectionError, RuntimeError, ValueError) as e:  # ValueError: an address Ray cannot parse
         raise SpecError(f"cannot join the Ray cluster at {address}: {short(str(e), 300)}{_AUTH_HINT}",
                         path="--address") from None
     if address not in (None, "local"):
