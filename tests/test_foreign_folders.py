@@ -122,3 +122,11 @@ def test_odd_entries_hide_nothing_of_a_sweep(tmp_path):
     assert read_run_file(str(folder)) == {}
     (folder / "experiment_state-2026-01-01_00-00-00.json").write_text("[1, 2]")
     assert load_sweep(str(folder)).trials == []
+
+
+def test_a_saved_spec_that_is_a_wandb_config_is_not_a_sweep(tmp_path):
+    """A sweep folder's spec.yaml is always ours: a W&B config there was translated and read as a sweep."""
+    folder = _folder(tmp_path, [_trial("t1", {"lr": 0.005, "activation": "relu"}, 0.75)])
+    (folder / "spec.yaml").write_text("program: train.py\nmethod: random\nparameters:\n  lr: {values: [0.1]}\n")
+    result = tune("best", folder, cwd=tmp_path)
+    assert result.exit_code == 2 and "spec.yaml" in result.output, result.output

@@ -156,7 +156,8 @@ def read_saved_spec(path: str) -> Spec | None:
     from trainables.spec.load import parse_spec
 
     text = _read(path, SPEC_FILE)
-    return None if text is None else parse_spec(text, file=redact(join(path, SPEC_FILE)), checks=False)
+    return None if text is None else parse_spec(text, file=redact(join(path, SPEC_FILE)), checks=False,
+                                                wandb_configs=False)
 
 
 # URI schemes Ray's storage (pyarrow's filesystems) takes for --storage

@@ -151,7 +151,10 @@ def load_spec(path: str | os.PathLike, overrides: list[str] | tuple = (), *, che
     return parse_spec(text, file=file, overrides=overrides, checks=checks)
 
 
-def parse_spec(text: str, *, file: str = "<spec>", overrides: list[str] | tuple = (), checks: bool = True) -> Spec:
+def parse_spec(text: str, *, file: str = "<spec>", overrides: list[str] | tuple = (), checks: bool = True,
+               wandb_configs: bool = True) -> Spec:
+    """A spec from its text (a W&B sweep config translated, unless wandb_configs=False: a sweep folder's saved
+    spec is always ours)."""
     doc = YamlDoc(file, text)
     data = doc.data
     if data is None:
@@ -160,7 +163,7 @@ def parse_spec(text: str, *, file: str = "<spec>", overrides: list[str] | tuple 
         raise SpecError(f"expected a mapping of keys (name, dataset, parameters, ...), got {type(data).__name__}",
                         file=file, line=1)
     notes: tuple[str, ...] = ()
-    if wandb.is_wandb(data):  # a W&B sweep config: W&B keys overridden, translated, then any other key
+    if wandb_configs and wandb.is_wandb(data):  # a W&B sweep config: W&B keys overridden, translated, then ours
         ours = [o for o in overrides if o.partition("=")[0].strip().split(".")[0] not in wandb.TOP]
         data = apply_overrides(data, [o for o in overrides if o not in ours], file=file)
         translation = wandb.translate(data, doc, default_name=Path(file).stem)
