@@ -188,6 +188,10 @@ def test_a_dry_run_says_what_the_run_would_refuse(tmp_path):
     (tmp_path / "r" / "t" / "trial_0").mkdir(parents=True)
     result = CliRunner().invoke(cli, ["run", str(good), "--dry-run", "--storage", str(tmp_path / "r")])
     assert result.exit_code == 2 and "already holds a sweep named 't'" in result.output, result.output
+    (tmp_path / "f" / "t").parent.mkdir()
+    (tmp_path / "f" / "t").write_text("")  # where the sweep's folder goes: Ray's FileExistsError, a traceback
+    result = CliRunner().invoke(cli, ["run", str(good), "--dry-run", "--storage", str(tmp_path / "f")])
+    assert result.exit_code == 2 and "is there and is not a folder" in result.output, result.output
     (tmp_path / "a-file").write_text("not a folder")
     for storage in (tmp_path / "a-file" / "x", f"file://{tmp_path / 'a-file' / 'x'}"):
         result = CliRunner().invoke(cli, ["run", str(good), "--dry-run", "--storage", str(storage)])

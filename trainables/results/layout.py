@@ -114,6 +114,9 @@ def check_fresh(spec: Spec, path: str) -> None:
     """A new sweep never writes into an existing one's folder. A folder without Ray Tune's state (a start
     that ended before any trial, leaving only our own files) holds no sweep yet. Remote storage is asked
     (a SpecError when it does not answer)."""
+    if not is_remote(path) and (Path(path).exists() or Path(path).is_symlink()) and not Path(path).is_dir():
+        raise SpecError(f"{path} is there and is not a folder (a file, or a link to none): move it away, or start "
+                        f"the sweep under another name with -o name={spec.name}-2", file=spec.source)
     held = _held(path)
     if any(_is_state(n) or n == TUNER_FILE or n.startswith("trial_") for n in held):
         raise SpecError(f"{redact(path)} already holds a sweep named {spec.name!r}: add --resume to continue it, "
