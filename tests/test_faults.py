@@ -208,6 +208,10 @@ def test_weights_that_do_not_fit_the_backbone_are_refused_before_training(tmp_pa
 """)
     result = _validate(tmp_path, text)
     assert result.exit_code == 2 and "parameters.weights" in result.output and "do not fit" in result.output
+    for damaged in (b"", b"PK\x03\x04" + bytes(100), b"not torch"):  # empty: an IndexError traceback
+        w.write_bytes(damaged)
+        result = _validate(tmp_path, text)
+        assert result.exit_code == 2 and "cannot be read" in result.output, result.output
 
 
 def test_a_trainable_that_cannot_take_a_config_is_refused(tmp_path):

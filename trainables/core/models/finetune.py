@@ -148,7 +148,8 @@ def check_weights_file(path: str, *, backbone: str) -> None:
             warnings.simplefilter("ignore", UserWarning)
             load_weights_file(net, path, head=_head_name(net))
     except (RuntimeError, pickle.UnpicklingError, EOFError) as e:  # not a torch file, or a truncated one
-        raise ValueError(f"finetune weights {path!r} cannot be read: {str(e).splitlines()[0][:200]}") from None
+        why = (str(e).strip().splitlines() or [f"{type(e).__name__} (an empty or cut-short file)"])[0][:200]
+        raise ValueError(f"finetune weights {path!r} cannot be read: {why}") from None
 
 
 def frozen_layers(names: list[str], head: str, p: FinetuneParams) -> list[str]:
