@@ -109,3 +109,15 @@ def test_count_params_names_the_trainable_layers():
     counts = count_params(model)
     assert counts["total_params"] - counts["trainable_params"] == sum(p.numel() for p in model.classifier.parameters())
     assert "classifier" not in counts["trainable_layers"] and "features.0" in counts["trainable_layers"]
+
+
+def test_a_last_training_batch_of_one_example_does_not_fail_batch_norm():
+    """33 training images in batches of 32: BatchNorm cannot normalise a batch of one in training, and every
+    trial whose training split was one more than a multiple of batch_size failed at its first epoch's end."""
+    cfg = {"model": "cnn", "batch_norm": True, "batch_size": 32, "lr": 0.01, "optimizer": "adam",
+           "filters": [4, 4, 4, 4, 4], "dense_units": 8}
+    model, splits, training = build(cfg, DatasetConfig(name="digits", limit=33), torch.device("cpu"))
+    assert len(splits.train) == 33
+    rows: list[dict] = []
+    fit(model, splits, training, epochs=1, report=lambda m, state: rows.append(m))
+    assert len(rows) == 1 and math.isfinite(rows[0]["train_loss"])
