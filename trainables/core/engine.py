@@ -60,10 +60,10 @@ def train_one_epoch(model, split: Split, opt, loss_fn, *, batch_size: int, gener
     n = 0
     part = {} if shard is None else {"shard": shard}
     for x, y in split.batches(batch_size, shuffle=True, generator=generator, augment=augment, **part):
-        if len(y) == 1 and n > 0 and shard is None:
+        if len(y) == 1 and n > 0:
             # a last batch of one example: BatchNorm cannot normalise it in training (a training split one more
             # than a multiple of batch_size failed every trial); shuffled, the example is in a full batch next
-            # epoch. (Data-parallel workers step together: each one's batches are the same size.)
+            # epoch. (Data-parallel workers all skip theirs: shard_order gives each the same batch sizes.)
             continue
         if channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
