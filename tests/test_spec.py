@@ -239,6 +239,14 @@ def test_a_built_in_dataset_bigger_than_the_machine_is_said(tmp_path):
         result.output
 
 
+@pytest.mark.parametrize("batch_size", ["1", "{int: [1, 64]}"])
+def test_batches_of_one_example_for_a_model_with_batch_norm_are_refused(tmp_path, batch_size):
+    """BatchNorm cannot normalise one example in training: every trial failed at its first batch."""
+    result = CliRunner().invoke(cli, ["validate", str(write(tmp_path / "g.yaml", GOOD)), "--offline",
+                                      "-o", f"parameters.batch_size={batch_size}", "-o", "parameters.batch_norm=true"])
+    assert result.exit_code == 2 and "batch_size 1 cannot train model cnn" in result.output, result.output
+
+
 def test_ray_subcommands_are_kept():
     result = CliRunner().invoke(cli, ["--help"])
     for name in ("run", "validate", "best", "ls", "lsx", "list-trials", "list-experiments", "add-note"):

@@ -61,3 +61,20 @@ def model_size(config: dict[str, Any], dataset: DatasetConfig) -> dict[str, int]
             for h in hooks:
                 h.remove()
     return {"total_params": total, "trainable_params": trainable, "activations": outputs[0], "image_size": size}
+
+
+def batch_norm_layers(config: dict[str, Any], dataset: DatasetConfig) -> int:
+    """How many BatchNorm layers the configuration's model has (built on the meta device): each needs two
+    examples or more in a training batch."""
+    import torch
+
+    entry = get_model(config.get("model", "cnn"))
+    values = {k: v for k, v in config.items() if k in entry.params.model_fields}
+    pre = entry.preprocess(entry.params(**values))
+    if "weights" in entry.params.model_fields:
+        values["weights"] = "none"
+    classes, channels, own_size = dataset_shape(dataset)
+    with torch.device("meta"):
+        model = entry.build(entry.params(**values), num_classes=classes, in_channels=pre.channels or channels,
+                            image_size=image_size_for(dataset, pre, own_size))
+    return sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())

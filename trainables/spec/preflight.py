@@ -29,6 +29,7 @@ def preflight(spec: Spec, *, say: Callable[[str], None] = print) -> Spec:
     spec = _dataset(spec, say)
     if spec.trainable == "classifier":
         _weights(spec)
+        _batches_of_one(spec)
     else:
         _trainable(spec)
     return spec
@@ -214,6 +215,30 @@ def _weights(spec: Spec) -> None:
                 check_weights_file(path, backbone=backbone)
             except (ValueError, OSError) as e:
                 raise _error(spec, short(str(e), 300).strip("'\""), "parameters.weights") from None
+
+
+def _batches_of_one(spec: Spec) -> None:
+    """batch_size 1 with a model that has BatchNorm layers: every training batch fails (it normalises over
+    the batch, and one example has no spread). Checked on the meta device, only where batch_size can be 1."""
+    from trainables.core.training import Training
+
+    p = spec.space.get("batch_size")
+    if 1 not in (p.candidates() if p is not None else [Training().batch_size]):
+        return
+    from trainables.core.size import batch_norm_layers
+
+    first = {k: q.candidates()[0] for k, q in spec.space.items()}
+    model = spec.space.get("model")
+    for name in (model.candidates() if model is not None else ["cnn"]):
+        try:
+            layers = batch_norm_layers({**first, "model": name}, spec.dataset)
+        except (ValueError, TypeError, RuntimeError):  # a configuration checks.py or the trial will name
+            continue
+        if layers:
+            raise _error(spec, f"batch_size 1 cannot train model {name}: its {layers} BatchNorm layers need two or "
+                               f"more examples in a batch; use batch_size >= 2"
+                               f"{' or batch_norm: false' if name in ('cnn', 'mlp') else ''}",
+                         "parameters.batch_size")
 
 
 def _trainable(spec: Spec) -> None:
