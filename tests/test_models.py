@@ -433,3 +433,14 @@ def test_finetune_imagenet_without_network_says_where_to_put_the_file():
     with pytest.raises(RuntimeError) as err:
         _finetune(weights="imagenet")
     assert cached in str(err.value) and torch.hub.get_dir() in str(err.value)
+
+
+@pytest.mark.parametrize("kernels,size", [([2] * 5, 48), ([3, 3, 3, 3, 2], 48), ([4, 3, 3, 3, 3], 63),
+                                          ([7, 2, 6, 4, 3], 37), ([3] * 5, 45)])
+def test_the_cnn_takes_even_kernels_at_any_image_size(kernels, size):
+    """An even kernel (padding k // 2) adds a pixel per block: the dense layer was sized for image_size // 32,
+    and every trial of such a configuration failed at its first batch (mat1 and mat2 shapes cannot be
+    multiplied)."""
+    net = build_model("cnn", num_classes=10, in_channels=1, image_size=size, kernel_sizes=kernels,
+                      filters=[4] * 5)
+    assert net(torch.zeros(2, 1, size, size)).shape == (2, 10)

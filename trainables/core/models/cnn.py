@@ -28,7 +28,9 @@ class CNN(nn.Module):
             ]
             c = f
         self.features = nn.Sequential(*blocks)
-        side = image_size // 2**NUM_BLOCKS
+        side = image_size  # through each block: conv (padding k // 2: an even kernel adds a pixel), then pool 2
+        for k in p.kernel_sizes:
+            side = (side + 2 * (k // 2) - k + 1) // 2
         self.dense = nn.Sequential(
             nn.Flatten(),
             nn.Linear(c * side * side, p.dense_units, bias=not p.batch_norm),
