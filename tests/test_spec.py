@@ -91,6 +91,10 @@ BAD = [
     ("choice values optuna cannot tell apart", ["parameters.dropout={choice: [0.0, 0.2, 0]}"],
      "parameters.dropout.choice[2]", "one value to Optuna"),
     ("an empty metric list", ["metric=[]"], "metric", "an empty list"),
+    ("a continuous range for a whole number", ["parameters.dense_units={uniform: [16, 64]}"],
+     "parameters.dense_units.uniform", "takes whole numbers"),
+    ("values valid alone but not together", ["parameters={model: finetune, freeze: last_k_trainable, "
+                                             "k: {int: [0, 2]}}"], "parameters.k", "leaves nothing to train"),
     ("an optuna sampler for random search", ["search.algorithm=random", "search.sampler=nsga2"], "search.sampler",
      "optuna sampler"),
     ("a searched depth too deep for the images", ["parameters={model: cnn_basic, blocks: {int: [2, 6]}, lr: 0.01}"],

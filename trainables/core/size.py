@@ -64,8 +64,8 @@ def model_size(config: dict[str, Any], dataset: DatasetConfig) -> dict[str, int]
 
 
 def batch_norm_layers(config: dict[str, Any], dataset: DatasetConfig) -> int:
-    """How many BatchNorm layers the configuration's model has (built on the meta device): each needs two
-    examples or more in a training batch."""
+    """How many BatchNorm layers of the configuration's model train (built on the meta device; frozen ones stay
+    in eval mode): each needs two examples or more in a training batch."""
     import torch
 
     entry = get_model(config.get("model", "cnn"))
@@ -77,4 +77,5 @@ def batch_norm_layers(config: dict[str, Any], dataset: DatasetConfig) -> int:
     with torch.device("meta"):
         model = entry.build(entry.params(**values), num_classes=classes, in_channels=pre.channels or channels,
                             image_size=image_size_for(dataset, pre, own_size))
-    return sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    model.train()
+    return sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training for m in model.modules())

@@ -6,7 +6,7 @@ Each check raises through `doc.error(message, key_path)`, so the message points 
 from __future__ import annotations
 
 import importlib
-from typing import Mapping
+from typing import Any, Mapping
 
 from pydantic import ValidationError
 
@@ -86,7 +86,61 @@ def _check_models(spec: Spec, space: Mapping[str, Param], doc) -> None:
                     who = "training" if owner is Training else next(e.name for e in owners if e.params is owner)
                     sub = ("parameters", name) + ((_dist_key(spec, name), i) if p.searched else ())
                     raise doc.error(f"{short(value)} is not valid for {who}.{name}: {msg}", sub) from None
+        fraction = _a_fraction(p)
+        for owner in owners_of if fraction is not None else []:  # a continuous range where whole numbers go
+            try:
+                owner.model_validate({name: fraction})
+            except ValidationError as exc:
+                if exc.errors()[0]["type"] == "int_from_float":
+                    raise doc.error(f"{name} takes whole numbers, and this range draws fractions such as {fraction:g}: "
+                                    f"use int: [low, high] (or choice)", ("parameters", name, _dist_key(spec, name))
+                                    ) from None
+    _check_combinations(entries, space, doc)
     _check_image_size(spec, entries, space, doc)
+
+
+def trial_configs(space: Mapping[str, Param], model: str) -> list[tuple[str | None, dict[str, Any]]]:
+    """Configurations trials of `model` can get, as (the searched key varied or None, config): every parameter
+    at its first value (or bound), then each searched one at each of its values, `when` conditions applied as
+    a trial's config applies them."""
+    from trainables.spec.space import ordered
+
+    def config(key: str | None, value: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in ordered(space):
+            p = space[name]
+            if p.applies(out):
+                out[name] = model if name == "model" else value if name == key else p.candidates()[0]
+        return out
+
+    varied = [(k, v) for k, p in space.items() if p.searched and k != "model" for v in p.candidates()]
+    return [(None, config(None, None))] + [(k, config(k, v)) for k, v in varied]
+
+
+def _a_fraction(p: Param) -> float | None:
+    """A value with a fraction that a continuous range (uniform, loguniform, normal, ... or a quniform of a
+    fractional q) can draw; None for the rest."""
+    from trainables.spec.space import Drawn, Uniform
+
+    if isinstance(p, Uniform) and (p.q is None or not float(p.q).is_integer()):
+        x = p.low + (p.q if p.q is not None else min(0.5, (p.high - p.low) / 2))
+        return x if not float(x).is_integer() else None
+    if isinstance(p, Drawn) and p.numeric:
+        return 0.5
+    return None
+
+
+def _check_combinations(entries, space: Mapping[str, Param], doc) -> None:
+    """Values valid alone, but not together (freeze last_k_trainable with k 0)."""
+    for e in entries:
+        for key, config in trial_configs(space, e.name):
+            try:
+                e.params(**{k: v for k, v in config.items() if k in e.params.model_fields})
+            except ValidationError as exc:
+                msg = exc.errors()[0]["msg"].removeprefix("Value error, ")
+                where = key or next((k for k in space if space[k].searched and k in e.params.model_fields), None)
+                raise doc.error(f"model {e.name}{f' with {key}={short(config[key])}' if key else ''}: {msg}",
+                                ("parameters", where) if where else ("parameters",)) from None
 
 
 def _dist_key(spec: Spec, name: str) -> str:

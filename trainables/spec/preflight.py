@@ -225,20 +225,25 @@ def _batches_of_one(spec: Spec) -> None:
     p = spec.space.get("batch_size")
     if 1 not in (p.candidates() if p is not None else [Training().batch_size]):
         return
+    from trainables.core.models import get_model
     from trainables.core.size import batch_norm_layers
+    from trainables.spec.checks import trial_configs
 
-    first = {k: q.candidates()[0] for k, q in spec.space.items()}
     model = spec.space.get("model")
     for name in (model.candidates() if model is not None else ["cnn"]):
-        try:
-            layers = batch_norm_layers({**first, "model": name}, spec.dataset)
-        except (ValueError, TypeError, RuntimeError):  # a configuration checks.py or the trial will name
-            continue
-        if layers:
-            raise _error(spec, f"batch_size 1 cannot train model {name}: its {layers} BatchNorm layers need two or "
-                               f"more examples in a batch; use batch_size >= 2"
-                               f"{' or batch_norm: false' if name in ('cnn', 'mlp') else ''}",
-                         "parameters.batch_size")
+        for key, config in trial_configs(spec.space, name):
+            if config.get("batch_size", 1) != 1 and key != "batch_size":
+                continue
+            try:
+                layers = batch_norm_layers({**config, "batch_size": 1}, spec.dataset)
+            except (ValueError, TypeError, RuntimeError):  # a configuration checks.py or the trial will name
+                continue
+            if layers:
+                switch = " or batch_norm: false" if "batch_norm" in get_model(name).params.model_fields else ""
+                drawn = f" with {key}={short(config[key])}" if key and key != "batch_size" else ""
+                raise _error(spec, f"batch_size 1 cannot train model {name}{drawn}: its {layers} BatchNorm layers "
+                                   f"need two or more examples in a batch; use batch_size >= 2{switch}",
+                             "parameters.batch_size")
 
 
 def _trainable(spec: Spec) -> None:

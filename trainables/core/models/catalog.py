@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from trainables.core.layers import Activation
 from trainables.core.models.registry import ModelParams, Preprocess, register_model
@@ -63,6 +63,12 @@ class FinetuneParams(ModelParams):
     # first_k: freeze the first k layers (head excluded, as above); last_k_trainable: train
     # only the last k layers, the head included (seed 003 trains the last two).
     k: Annotated[int, Field(ge=0, le=10_000)] = 2
+
+    @model_validator(mode="after")
+    def _something_trains(self) -> "FinetuneParams":
+        if self.freeze == "last_k_trainable" and self.k == 0:
+            raise ValueError("freeze last_k_trainable with k 0 leaves nothing to train: k >= 1")
+        return self
 
     @field_validator("weights")
     @classmethod
