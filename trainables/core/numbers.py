@@ -1,4 +1,5 @@
-"""Number fields that a YAML `true` or `false` must not fill: pydantic's lax mode reads true as 1.
+"""Numbers read from files: a YAML `true` or `false` must not fill a number field (pydantic's lax mode reads
+true as 1), and a value from a damaged file is a finite number or nothing (`finite`).
 
 `epochs: true` would run one epoch, `cpu: true` ask for one CPU, `dense_units: true` build one unit:
 a silently wrong sweep. Each settings model of the spec (its sections, the dataset, the training
@@ -7,6 +8,7 @@ mode would do it too, but would also refuse a YAML list where a field holds a tu
 """
 from __future__ import annotations
 
+import math
 import typing
 from typing import Any
 
@@ -36,3 +38,14 @@ def reject_bools(cls, value: Any, info: ValidationInfo) -> Any:
     if field is not None and _holds_bool(value) and _wants_number(field.annotation):
         raise ValueError("expected a number, not true or false")
     return value
+
+
+def finite(v: Any) -> float | None:
+    """v as a finite float; None for text, a bool, NaN, inf or an int past float's range (a damaged file)."""
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return None
+    try:
+        v = float(v)
+    except OverflowError:
+        return None
+    return v if math.isfinite(v) else None

@@ -10,16 +10,16 @@ from trainables.core.models import get_model
 
 # the names constraints may use besides parameters (image_size: the input the model gets, as the trial's)
 SIZES = ("total_params", "trainable_params", "activations", "image_size")
-# dataset -> (classes, channels, its own image size) as the loaders make them
-_SHAPES = {"digits": (10, 1, 32), "mnist": (10, 1, 28), "cifar10": (10, 3, 32)}
+# built-in dataset -> (classes, channels, its own image size) as the loaders make them (fake: num_classes)
+BUILTIN_SHAPES = {"digits": (10, 1, 32), "mnist": (10, 1, 28), "cifar10": (10, 3, 32), "fake": (0, 3, 32)}
 
 
 def dataset_shape(cfg: DatasetConfig) -> tuple[int, int, int]:
     """(classes, channels, image size) of a dataset without loading it (an image folder: its class folders)."""
-    if cfg.name in _SHAPES:
-        return _SHAPES[cfg.name]
     if cfg.name == "fake":
         return cfg.num_classes, 3, 32
+    if cfg.name in BUILTIN_SHAPES:
+        return BUILTIN_SHAPES[cfg.name]
     root = Path(cfg.root or ".").expanduser()
     train = root / "train" if (root / "train").is_dir() else next(
         (d / "train" for d in root.iterdir() if (d / "train").is_dir()), root / "train") if root.is_dir() else root

@@ -5,7 +5,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from trainables.report.values import scored
-from trainables.results.layout import STUDY_FILE, study_url
+from trainables.results.layout import STUDY_FILE, is_sqlite, study_url
 from trainables.search.optuna import distribution, encode_trial
 from trainables.spec.space import Choice, Int, Param, Uniform
 
@@ -71,10 +71,7 @@ def _saved_study(sweep):
     if study_url(sweep.path) is None:
         return None
     db = Path(sweep.path) / STUDY_FILE
-    try:  # a file of our own: not a link (Optuna would write its tables into the target), an SQLite database
-        if db.is_symlink() or not db.is_file() or db.open("rb").read(16) != b"SQLite format 3\x00":
-            return None
-    except OSError:
+    if not is_sqlite(db):  # not a link either: Optuna would write its tables into the target
         return None
     # Optuna creates its tables, or migrates them, in the storage it opens: it opens a copy, so that reading
     # a sweep never writes to it

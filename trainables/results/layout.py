@@ -8,12 +8,12 @@ version, never half a file. On remote storage (s3://, gs://) only Ray writes the
 from __future__ import annotations
 
 import json
-import math
 import os
 import stat
 from pathlib import Path
 from typing import Any
 
+from trainables.core.numbers import finite
 from trainables.errors import SpecError, redact
 from trainables.results.storage import MAX_READ, is_remote, join, names, read_text, write_text
 from trainables.spec.schema import Spec
@@ -65,13 +65,9 @@ def read_skipped(sweep_path: str) -> list[dict[str, Any]]:
         except (ValueError, RecursionError):
             continue
         if isinstance(entry, dict) and isinstance(entry.get("config"), dict) and isinstance(
-                entry.get("violations"), list) and all(_real(v) for v in entry["violations"]):
+                entry.get("violations"), list) and all(finite(v) is not None for v in entry["violations"]):
             out.append(entry)
     return out
-
-
-def _real(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def read_small(path: Path) -> str | None:
@@ -117,10 +113,15 @@ def check_fresh(spec: Spec, path: str) -> None:
     if not is_remote(path) and (Path(path).exists() or Path(path).is_symlink()) and not Path(path).is_dir():
         raise SpecError(f"{path} is there and is not a folder (a file, or a link to none): move it away, or start "
                         f"the sweep under another name with -o name={spec.name}-2", file=spec.source)
-    held = _held(path)
-    if any(_is_state(n) or n == TUNER_FILE or n.startswith("trial_") for n in held):
+    if holds_sweep(path):
         raise SpecError(f"{redact(path)} already holds a sweep named {spec.name!r}: add --resume to continue it, "
                         f"or start another with -o name={spec.name}-2", file=spec.source)
+
+
+def holds_sweep(path: str) -> bool:
+    """Ray Tune's records are there: its state, its pickled Tuner or a trial folder (a folder of our own files
+    only, or a spec.yaml beside nothing, holds no sweep)."""
+    return any(_is_state(n) or n == TUNER_FILE or n.startswith("trial_") for n in _held(path))
 
 
 def _held(path: str) -> dict[str, int]:
@@ -272,7 +273,7 @@ def check_resumable(spec: Spec, path: str) -> None:
         raise SpecError(f"cannot resume {redact(path)}: Ray Tune's saved state is {what} (experiment_state-*.json, "
                         f"{TUNER_FILE}); nothing was changed. `tune report {redact(path)}` still reads what the "
                         f"trials recorded; {hint}", file=spec.source)
-    if not is_remote(path) and held.get(STUDY_FILE) and not _sqlite(Path(path) / STUDY_FILE):
+    if not is_remote(path) and held.get(STUDY_FILE) and not is_sqlite(Path(path) / STUDY_FILE):
         raise SpecError(f"cannot resume {redact(path)}: the sweep's Optuna study ({STUDY_FILE}) is not an SQLite "
                         f"database (damaged?); nothing was changed. `tune report` still reads what the trials "
                         f"recorded; {hint}", file=spec.source)
@@ -284,7 +285,10 @@ def check_resumable(spec: Spec, path: str) -> None:
                         file=spec.source)
 
 
-def _sqlite(path: Path) -> bool:
+def is_sqlite(path: Path) -> bool:
+    """A regular file that opens as an SQLite database (its 16-byte header)."""
+    if path.is_symlink() or not path.is_file():
+        return False
     try:
         with open(path, "rb") as f:
             return f.read(16) == b"SQLite format 3\x00"

@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trainables.core.numbers import finite
 from trainables.core.training import clean_config
 from trainables.errors import SpecError, redact
-from trainables.results.layout import SPEC_FILE, read_saved_spec, storage_root
+from trainables.results.layout import SPEC_FILE, holds_sweep, read_saved_spec, storage_root
 from trainables.results.storage import is_remote, join, read_text
 from trainables.results.trials import SweepFolder
 from trainables.spec.load import load_spec
@@ -36,20 +37,9 @@ def trial_status(result_or_trial, epochs: int, *, ends_itself: bool = False) -> 
     if error:
         return "errored"
     metrics = getattr(result_or_trial, "metrics", None) or getattr(result_or_trial, "last_result", None) or {}
-    reached = _number(metrics.get("training_iteration")) or 0
+    reached = finite(metrics.get("training_iteration")) or 0
     finished = reached >= epochs or (ends_itself and metrics.get("done") is True and not metrics.get(STOPPED))
     return "completed" if finished and not metrics.get("diverged") else "stopped early"
-
-
-def _number(v: Any) -> float | None:
-    """v as a finite number, or None (text, a bool, NaN or inf from a damaged file)."""
-    if not isinstance(v, (int, float)) or isinstance(v, bool):
-        return None
-    try:
-        v = float(v)  # an int past float's range: OverflowError
-    except OverflowError:
-        return None
-    return v if math.isfinite(v) else None
 
 
 @dataclass(eq=False)  # one record is one trial: never compared field by field (its history is a DataFrame)
@@ -63,7 +53,7 @@ class TrialRecord:
     trainable_layers: list[str] = field(default_factory=list)  # as the first epoch reported them
 
     def value(self, metric: str) -> float | None:
-        return _number(self.last.get(metric))
+        return finite(self.last.get(metric))
 
     @property
     def epochs(self) -> int:
@@ -122,7 +112,7 @@ def _fitting(spec: Spec, config: dict[str, Any]) -> dict[str, Any]:
     out = clean_config(config)
     for name, p in spec.space.items():
         if name in out and (isinstance(p, (Uniform, Int)) or (isinstance(p, Drawn) and p.numeric)):
-            v = _number(out[name])
+            v = finite(out[name])
             if v is None or (getattr(p, "log", False) and v <= 0):
                 del out[name]
     return out
@@ -137,7 +127,7 @@ def resolve(name_or_path: str, storage: str | None = None) -> str:
         p = Path(name_or_path).expanduser()
         if p.is_dir() and (p / SPEC_FILE).is_file():
             return str(p.resolve())
-        if p.name == SPEC_FILE and p.is_file() and _holds_sweep(p.parent):  # a sweep folder's own spec.yaml
+        if p.name == SPEC_FILE and p.is_file() and holds_sweep(str(p.parent)):  # a sweep folder's own spec.yaml
             return str(p.parent.resolve())
         if p.suffix in (".yaml", ".yml") and p.is_file():  # the spec itself: its sweep under the storage
             name = load_spec(p, checks=False).name
@@ -151,12 +141,6 @@ def resolve(name_or_path: str, storage: str | None = None) -> str:
         return candidate
     raise SpecError(f"no sweep named {name_or_path!r} under {redact(root)} (and no such sweep folder); run `tune run` "
                     f"first or pass --storage")
-
-
-def _holds_sweep(folder: Path) -> bool:
-    """Ray Tune's records are there (a spec.yaml of one's own, beside no sweep, is a spec like any other)."""
-    return any(folder.glob("experiment_state-*.json")) or (folder / "tuner.pkl").exists() or any(
-        folder.glob("trial_*"))
 
 
 def _keeps_spec(path: str) -> bool:

@@ -54,15 +54,21 @@ def reaching(uri: str) -> Iterator[None]:
 def read_text(path: str) -> str | None:
     """The text of the file at path (a URI or a local path); None when there is no file there, or one over
     MAX_READ bytes."""
-    import pyarrow.fs
-
     fs, inner = filesystem(path)
     with reaching(path):
-        info = fs.get_file_info(inner)
-        if info.type != pyarrow.fs.FileType.File or (info.size or 0) > MAX_READ:
-            return None
-        with fs.open_input_stream(inner) as f:
-            return f.read().decode("utf-8", errors="replace")
+        return read_in(fs, inner)
+
+
+def read_in(fs, inner: str) -> str | None:
+    """The text of a regular file of at most MAX_READ bytes in a pyarrow filesystem; None otherwise (absent,
+    a folder, a FIFO, a sparse 100 GB file that would fill the memory)."""
+    import pyarrow.fs
+
+    info = fs.get_file_info(inner)
+    if info.type != pyarrow.fs.FileType.File or (info.size or 0) > MAX_READ:
+        return None
+    with fs.open_input_stream(inner) as f:
+        return f.read().decode("utf-8", errors="replace")
 
 
 def write_text(path: str, text: str) -> None:
@@ -75,11 +81,16 @@ def write_text(path: str, text: str) -> None:
             f.write(text.encode("utf-8"))
 
 
-def names(folder: str) -> list[tuple[str, bool, int]]:
-    """(name, is a folder, size) of what the folder holds; [] when it does not exist."""
-    import pyarrow.fs
-
+def names(folder: str) -> list[tuple[str, str, int]]:
+    """(name, kind: "Directory", "File", ..., size) of what the folder holds; [] when it does not exist."""
     fs, inner = filesystem(folder)
     with reaching(folder):
-        infos = fs.get_file_info(pyarrow.fs.FileSelector(inner, allow_not_found=True))
-    return [(i.base_name, i.type == pyarrow.fs.FileType.Directory, i.size or 0) for i in infos]
+        return names_in(fs, inner)
+
+
+def names_in(fs, inner: str) -> list[tuple[str, str, int]]:
+    """names(), in a pyarrow filesystem."""
+    import pyarrow.fs
+
+    infos = fs.get_file_info(pyarrow.fs.FileSelector(inner, allow_not_found=True))
+    return [(i.base_name, i.type.name, i.size or 0) for i in infos]

@@ -13,7 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from trainables.results.storage import MAX_READ, filesystem, join
+from trainables.core.numbers import finite
+from trainables.results.storage import filesystem, join, names_in, read_in
 
 STATE_GLOB = "experiment_state-"  # experiment_state-<date>.json: the newest name is the newest state
 RESULT_FILE = "result.json"
@@ -121,7 +122,7 @@ def _whole(v: Any) -> bool:
 
 
 def _real(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < 2**1023
+    return finite(v) is not None
 
 
 def _as_restarted(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -146,21 +147,11 @@ class SweepFolder:
         self.fs, self.root = filesystem(path)
 
     def read(self, relative: str) -> str | None:
-        import pyarrow.fs
-
-        target = f"{self.root.rstrip('/')}/{relative}"
-        info = self.fs.get_file_info(target)
-        if info.type != pyarrow.fs.FileType.File or (info.size or 0) > MAX_READ:
-            return None  # (a sparse 100 GB result.json would fill the memory)
-        with self.fs.open_input_stream(target) as f:
-            return f.read().decode("utf-8", errors="replace")
+        return read_in(self.fs, f"{self.root.rstrip('/')}/{relative}")
 
     def _names(self, kind: str = "Directory") -> list[tuple[str, bool]]:
         """(name, is of that kind: a folder, or a regular file) of what the sweep folder holds."""
-        import pyarrow.fs
-
-        infos = self.fs.get_file_info(pyarrow.fs.FileSelector(self.root, allow_not_found=True))
-        return [(i.base_name, i.type == getattr(pyarrow.fs.FileType, kind)) for i in infos]
+        return [(name, k == kind) for name, k, _ in names_in(self.fs, self.root)]
 
     def state_files(self) -> list[str]:
         """Tune's experiment states, oldest first: regular files only (a FIFO or a folder of that name, in a

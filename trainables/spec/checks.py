@@ -149,29 +149,28 @@ def _dist_key(spec: Spec, name: str) -> str:
 
 
 def _check_image_size(spec: Spec, entries, space, doc) -> None:
-    from trainables.core.models.registry import Preprocess
+    from trainables.core.size import BUILTIN_SHAPES
 
-    size = spec.dataset.image_size or {"digits": 32, "mnist": 28, "cifar10": 32, "fake": 32}.get(spec.dataset.name)
+    size = spec.dataset.image_size or BUILTIN_SHAPES.get(spec.dataset.name, (0, 0, None))[2]
     if size is None:
         return
     for e in entries:
-        fields = {k: p for k, p in space.items() if k in e.params.model_fields}
-        first = {k: p.candidates()[0] for k, p in fields.items()}
-        # then each value (or bound) of a searched hyperparameter: a trial drawing it must fit too
-        drawn = [(None, None)] + [(k, v) for k, p in fields.items() if p.searched for v in p.candidates()]
-        for key, value in drawn:
+        fields = e.params.model_fields
+        for key, config in trial_configs(space, e.name):  # a trial drawing any value must fit
+            if key is not None and key not in fields:
+                continue
             try:
-                pre: Preprocess = e.preprocess(e.params(**{**first, **({key: value} if key else {})}))
+                pre = e.preprocess(e.params(**{k: v for k, v in config.items() if k in fields}))
             except ValidationError:
                 continue
-            if pre.image_size is None and size < pre.min_image_size:
-                if key is None:
-                    drawn_values = ", ".join(f"{k}={short(v)}" for k, v in first.items() if fields[k].searched)
-                    raise doc.error(f"model {e.name}{' with ' + drawn_values if drawn_values else ''} needs "
-                                    f"image_size >= {pre.min_image_size}, got {size}", ("dataset", "image_size"))
-                raise doc.error(f"model {e.name} with {key}={short(value)} needs image_size >= {pre.min_image_size}, "
-                                f"got {size}: every trial drawing it would fail; narrow parameters.{key} or raise "
-                                f"dataset.image_size", ("parameters", key))
+            if pre.image_size is not None or size >= pre.min_image_size:
+                continue
+            if key is None:  # (the first value of each: a need that no single value brings)
+                raise doc.error(f"model {e.name} needs image_size >= {pre.min_image_size}, got {size}",
+                                ("dataset", "image_size"))
+            raise doc.error(f"model {e.name} with {key}={short(config[key])} needs image_size >= {pre.min_image_size}, "
+                            f"got {size}: every trial drawing it would fail; narrow parameters.{key} or raise "
+                            f"dataset.image_size", ("parameters", key))
 
 
 def _check_search(spec: Spec, doc) -> None:

@@ -83,17 +83,21 @@ def _memory_note(spec: Spec, say: Callable[[str], None]) -> None:
     is ~120 GB, cifar10 at ImageNet weights' 224 px ~36 GB. Said when that is over half this machine."""
     from trainables.core.data.config import image_size_for
     from trainables.core.models import get_model
+    from trainables.core.size import BUILTIN_SHAPES, dataset_shape
+    from trainables.spec.checks import trial_configs
 
     d = spec.dataset
-    n, channels, default = {"digits": (1797, 1, 32), "mnist": (70000, 1, 28), "cifar10": (60000, 3, 32),
-                            "fake": (d.num_samples, 3, 32)}.get(d.name, (0, 0, 0))
+    if d.name not in BUILTIN_SHAPES:
+        return
+    n = {"digits": 1797, "fake": d.num_samples}.get(d.name) or _TRAIN_IMAGES[d.name] + _TEST_IMAGES
+    _, channels, default = dataset_shape(d)
     model = spec.space.get("model")
     biggest = 0
     for name in (model.candidates() if model is not None and spec.trainable == "classifier" else ["cnn"]):
         try:
             e = get_model(name)
-            pre = e.preprocess(e.params(**{k: p.candidates()[0] for k, p in spec.space.items()
-                                            if k in e.params.model_fields}))
+            (_, first), *_ = trial_configs(spec.space, name)
+            pre = e.preprocess(e.params(**{k: v for k, v in first.items() if k in e.params.model_fields}))
         except (ValueError, TypeError):  # (checks.py has said why)
             continue
         size = image_size_for(d, pre, default)
@@ -104,8 +108,8 @@ def _memory_note(spec: Spec, say: Callable[[str], None]) -> None:
             f"process (this machine has {memory / 1e9:.0f} GB); lower dataset.image_size")
 
 
-# images per class of the built-in datasets' training sets (MNIST's and CIFAR-10's come with a test set)
-_BUILTIN_SIZES = {"mnist": 6000, "cifar10": 5000}
+# the training sets of MNIST and CIFAR-10 (10 balanced classes), which come with a test set of 10,000
+_TRAIN_IMAGES, _TEST_IMAGES = {"mnist": 60_000, "cifar10": 50_000}, 10_000
 
 
 def _builtin_splittable(spec: Spec) -> None:
@@ -120,12 +124,12 @@ def _builtin_splittable(spec: Spec) -> None:
         labels = digits_labels()
     elif d.name == "fake":
         labels = np.arange(d.num_samples) % d.num_classes
-    elif d.name in _BUILTIN_SIZES:
-        labels = np.arange(10 * _BUILTIN_SIZES[d.name]) % 10
+    elif d.name in _TRAIN_IMAGES:
+        labels = np.arange(_TRAIN_IMAGES[d.name]) % 10
     else:
         return
     classes = [str(c) for c in range(int(labels.max()) + 1)]
-    _splittable(spec, list(labels), has_test=d.name in _BUILTIN_SIZES, classes=classes, key="dataset")
+    _splittable(spec, list(labels), has_test=d.name in _TRAIN_IMAGES, classes=classes, key="dataset")
 
 
 def _image_folder(spec: Spec, say: Callable[[str], None]) -> Spec:
