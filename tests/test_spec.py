@@ -166,6 +166,11 @@ def test_unreachable_cluster_address_is_bad_input(tmp_path):
     result = CliRunner().invoke(cli, ["run", str(good), "--address", "http://127.0.0.1:8265", "--storage",
                                       str(tmp_path / "r"), "-o", "tracking.enabled=false"])
     assert result.exit_code == 2 and "is a dashboard's address" in result.output, result.output
+    # a scheme Ray knows no module for said "cannot join" with a token-auth hint that does not apply
+    result = CliRunner().invoke(cli, ["run", str(good), "--address", "weird://127.0.0.1:1", "--storage",
+                                      str(tmp_path / "r"), "-o", "tracking.enabled=false"])
+    assert result.exit_code == 2 and "Ray knows no weird:// address" in result.output, result.output
+    assert "token" not in result.output
 
 
 def test_validate_prints_the_resolved_space(tmp_path):

@@ -51,6 +51,9 @@ def connect(address: str | None, *, say=print) -> None:
         raise SpecError(f"{address} is a dashboard's address (what `ray job submit --address` takes); `tune run "
                         f"--address` (and RAY_ADDRESS) take the cluster's: HOST:6379, or ray://HOST:10001",
                         path="--address")
+    elif "://" in address and not address.startswith("ray://") and not _client_module(address):
+        raise SpecError(f"{address}: Ray knows no {address.split('://')[0]}:// address; `tune run --address` (and "
+                        f"RAY_ADDRESS) take HOST:6379, ray://HOST:10001, auto or local", path="--address")
     elif address != "local" and ("://" not in address or address.startswith("ray://")):
         why = _answers(address)
         if why is not None:
@@ -64,6 +67,17 @@ def connect(address: str | None, *, say=print) -> None:
                         path="--address") from None
     if address not in (None, "local"):
         _probe(address)
+
+
+def _client_module(address: str) -> bool:
+    """Whether the address's scheme names a module Ray can join through (ray.init imports it: anyscale://)."""
+    import importlib.util
+
+    scheme = address.split("://")[0]
+    try:
+        return bool(all(part.isidentifier() for part in scheme.split(".")) and importlib.util.find_spec(scheme))
+    except (ImportError, ValueError):
+        return False
 
 
 _AUTH_HINT = (" (a cluster started with `ray start` uses token auth: RAY_AUTH_MODE and the token, ~/.ray/auth_token "
