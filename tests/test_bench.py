@@ -262,6 +262,8 @@ def test_figure_3b_warm_start_runs_its_three_sweeps(ray_address, tmp_path):
     (row,) = fig.details["seeds"]
     assert row["cold_epochs_to_best"] and row["source_best_val_acc"] > 0
     assert (tmp_path / "bench-search-optuna-asha-warm-0" / "optuna.db").is_file()
+    higher = int(row["warm_best_val_acc"] >= row["cold_best_val_acc"])
+    assert fig.details["summary"].endswith(f"warm best >= cold best in {higher} of 1"), fig.details["summary"]
 
 
 def test_figure_3c_measures_both_searches_hypervolume(ray_address, tmp_path):

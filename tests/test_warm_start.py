@@ -44,8 +44,10 @@ def test_a_bayesian_sweep_starts_from_a_random_one(tune_in_process, earlier):
     """Seed 004's two sweeps in a row: the random sweep's trials are in the study before the first new one."""
     tmp_path = earlier
     spec = write(tmp_path / "b.yaml", SPEC.format(name="tpe", algorithm="optuna", samples=2))
-    out = tune_in_process("run", spec, "-o", "search.warm_start=[rand]", cwd=tmp_path)
+    out = tune_in_process("run", spec, "-o", "search.warm_start=[rand]", "-o", "dataset.limit=150", cwd=tmp_path)
     assert "warm start: 4 of 4 trials of sweep 'rand' given to the search" in out, out
+    # values reached on other data (or over other epochs) may not compare: said
+    assert "it differs from this sweep in dataset.limit (200 there, 150 here)" in out, out
     study = _study(tmp_path / "results" / "tpe")
     trials = sorted(study.trials, key=lambda t: t.number)
     assert len(trials) == 6
@@ -58,10 +60,13 @@ def test_trials_that_do_not_fit_the_space_are_reported(tune_in_process, earlier)
     tmp_path = earlier
     spec = write(tmp_path / "c.yaml", SPEC.format(name="narrow", algorithm="optuna", samples=1))
     out = tune_in_process("run", spec, "-o", "search.warm_start=[rand]", "-o",
-                          "parameters.activation={choice: [relu]}", cwd=tmp_path)
+                          "parameters.activation={choice: [relu]}", "-o", "parameters.dense_units=32", cwd=tmp_path)
     line = next(ln for ln in out.splitlines() if ln.startswith("warm start:"))
     used = int(line.split()[2])
     assert 0 < used < 4 and "not used:" in line and "outside this space" in line, line
+    # a value this sweep fixes otherwise (16 there): the trials are used (seed 000: another model), and it is said
+    assert f"another value of what this sweep fixes: dense_units ({used} trials)" in line, line
+    assert "differs from this sweep in" not in line, line  # same epochs and data
     assert len([t for t in _study(tmp_path / "results" / "narrow").trials if t.user_attrs.get("warm_start_from")]) \
         == used
 

@@ -15,6 +15,7 @@ from trainables.errors import SpecError
 from trainables.results.read import load_sweep
 from trainables.search.optuna import distribution, encode_trial
 from trainables.spec.schema import Spec
+from trainables.spec.space import Fixed, can_be
 
 
 @dataclass
@@ -30,6 +31,7 @@ def gather(spec: Spec, storage: str | None) -> Warm:
     warm = Warm()
     space = spec.space
     searched = {k: p for k, p in space.items() if p.searched}
+    fixed = [k for k, p in space.items() if isinstance(p, Fixed)]
     seen: set[str] = set()
     for name in spec.search.warm_start:
         try:
@@ -43,7 +45,7 @@ def gather(spec: Spec, storage: str | None) -> Warm:
             raise SpecError(f"warm_start: sweep {earlier.spec.name!r} optimised {earlier.spec.metric} "
                             f"({earlier.spec.mode}), this one {spec.metric} ({spec.mode})", file=spec.source,
                             path="search.warm_start")
-        used, stopped, why = 0, 0, {}
+        used, stopped, why, other = 0, 0, {}, {}
         for t in earlier.trials:
             value = t.value(spec.metric)
             if value is None or t.status == "errored":
@@ -60,16 +62,32 @@ def gather(spec: Spec, storage: str | None) -> Warm:
                      "stopped_early": t.status == "stopped early", "epochs": t.epochs}
             warm.trials.append((params, value, attrs))
             used += 1
+            for k in fixed:  # model: cnn here, resnet18 there (seed 000): used, and said
+                if k in t.config and not can_be(space[k], t.config[k]):
+                    other[k] = other.get(k, 0) + 1
             stopped += t.status == "stopped early"
         dropped = sorted(set().union(*(t.config for t in earlier.trials)) - set(space)) if earlier.trials else []
         line = (f"warm start: {used} of {len(earlier.trials)} trials of sweep {earlier.spec.name!r} given to the "
                 f"search ({stopped} of them stopped early, with the value they reached)")
         if why:
             line += "; not used: " + ", ".join(f"{n} ({r})" for r, n in why.items())
+        if other:
+            line += "; used, though they ran with another value of what this sweep fixes: " + ", ".join(
+                f"{k} ({n} trials)" for k, n in sorted(other.items()))
         if dropped:
             line += f"; parameters this sweep does not have, dropped: {', '.join(dropped)}"
+        if unlike := _unlike(earlier.spec, spec):  # its values may not compare with this sweep's
+            line += f"; it differs from this sweep in {unlike}"
         warm.lines.append(line)
     return warm
+
+
+def _unlike(earlier: Spec, spec: Spec) -> str:
+    """The settings outside `parameters` under which the earlier sweep's values were reached, where they differ."""
+    pairs = [("epochs", earlier.epochs, spec.epochs)] + [
+        (f"dataset.{k}", getattr(earlier.dataset, k), getattr(spec.dataset, k))
+        for k in ("name", "root", "image_size", "limit", "val_fraction", "test_fraction", "seed")]
+    return ", ".join(f"{k} ({a} there, {b} here)" for k, a, b in pairs if a != b)
 
 
 def add_to_study(study, spec: Spec, warm: Warm) -> None:
