@@ -92,7 +92,8 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("damage", ["no state", "bad json", "no tuner.pkl", "bad spec.yaml", "bad optuna.db"])
+@pytest.mark.parametrize("damage", ["no state", "bad json", "no tuner.pkl", "bad spec.yaml", "bad optuna.db",
+                                    "no optuna.db", "another study"])
 def test_resume_of_a_damaged_sweep_exits_2_and_changes_nothing(tmp_path, damage):
     folder = _saved_sweep(tmp_path)
     state = next(folder.glob("experiment_state-*.json"))
@@ -104,8 +105,13 @@ def test_resume_of_a_damaged_sweep_exits_2_and_changes_nothing(tmp_path, damage)
         (folder / "tuner.pkl").unlink()
     elif damage == "bad spec.yaml":
         (folder / "spec.yaml").write_text("name: [")
-    else:  # SQLAlchemy's "file is not a database", from inside Tune's restore
+    elif damage == "bad optuna.db":  # SQLAlchemy's "file is not a database", from inside Tune's restore
         (folder / "optuna.db").write_bytes(os.urandom(4096))
+    elif damage == "another study":  # an SQLite file, not this sweep's study (Ray's restore failed, then hung)
+        import optuna
+
+        optuna.create_study(study_name="other", storage=f"sqlite:///{folder / 'optuna.db'}")
+    # "no optuna.db": the optuna search's study deleted (Ray's restore raised KeyError and hung)
     before = _snapshot(folder)
     result = tune("run", tmp_path / "s.yaml", "--storage", tmp_path / "r", "--resume", cwd=tmp_path)
     assert result.exit_code == 2, result.output

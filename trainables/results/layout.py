@@ -273,16 +273,40 @@ def check_resumable(spec: Spec, path: str) -> None:
         raise SpecError(f"cannot resume {redact(path)}: Ray Tune's saved state is {what} (experiment_state-*.json, "
                         f"{TUNER_FILE}); nothing was changed. `tune report {redact(path)}` still reads what the "
                         f"trials recorded; {hint}", file=spec.source)
-    if not is_remote(path) and held.get(STUDY_FILE) and not is_sqlite(Path(path) / STUDY_FILE):
-        raise SpecError(f"cannot resume {redact(path)}: the sweep's Optuna study ({STUDY_FILE}) is not an SQLite "
-                        f"database (damaged?); nothing was changed. `tune report` still reads what the trials "
-                        f"recorded; {hint}", file=spec.source)
     changed = spec_changes(saved, spec)
     if changed:
         raise SpecError(f"cannot resume with a different spec: {', '.join(changed[:10])}"
                         f"{' ...' if len(changed) > 10 else ''} changed since the sweep started (only "
                         f"{', '.join(RESUMABLE_CHANGES)} may change on --resume); nothing was changed",
                         file=spec.source)
+    studied = spec.search.algorithm == "optuna" or (spec.search.algorithm == "random" and spec.constraints)
+    if not is_remote(path) and (held.get(STUDY_FILE) or studied):
+        # the restored searcher asks the study for its trials: without them Ray's restore failed and hung
+        why = study_missing(Path(path) / STUDY_FILE, spec.name)
+        if why:
+            raise SpecError(f"cannot resume {redact(path)}: the sweep's Optuna study ({STUDY_FILE}) {why}; nothing "
+                            f"was changed. `tune report` still reads what the trials recorded; put the file back, or "
+                            f"start a new sweep that learns from this one's trials: -o name={spec.name}-2 -o "
+                            f"search.warm_start=[{spec.name}]", file=spec.source)
+
+
+def study_missing(db: Path, name: str) -> str | None:
+    """Why `db` holds no Optuna study `name` (read-only, nothing created), or None when it does."""
+    import sqlite3
+
+    if not db.exists() and not db.is_symlink():
+        return "is missing"
+    if not is_sqlite(db):
+        return "is not an SQLite database (damaged?)"
+    try:
+        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            found = con.execute("SELECT 1 FROM studies WHERE study_name = ?", (name,)).fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error as e:
+        return f"cannot be read ({e})"
+    return None if found else f"holds no study named {name!r}"
 
 
 def is_sqlite(path: Path) -> bool:
