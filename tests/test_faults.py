@@ -254,6 +254,10 @@ def test_an_unsupported_tracking_scheme_is_bad_input(tmp_path):
 def test_credentials_in_uris_are_redacted():
     assert redact("http://alice:s3cret@mlflow:5000/x") == "http://***@mlflow:5000/x"
     assert redact("s3://:s3cret@bucket/x") == "s3://***@bucket/x"  # a password without a user too
+    # a quote in a password (legal unencoded), hyphenated and Authorization query keys: printed as they were
+    assert redact("http://user:pa'ss@127.0.0.1:1 x") == "http://***@127.0.0.1:1 x"
+    for key in ("api-key", "access-token", "X-Api-Key", "Authorization"):
+        assert redact(f"http://h/x?{key}=SECRET9&a=1") == f"http://h/x?{key}=***&a=1"
     assert "abc" not in redact("https://h/api?token=abc&run=1") and "run=1" in redact("https://h/api?token=abc&run=1")
     # secrets holding / (AWS secret keys do), @ or an unencoded space, inside a message quoting the URI
     for secret in ("s3c/ret", "s3c@ret", "s3c ret", "s3c/rXe@tYz wQq", "pzz@wqrd wqrd2"):

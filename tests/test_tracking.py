@@ -388,3 +388,34 @@ def test_the_runs_table_a_reviewer_needs(tmp_path):
     (dataset,) = client.get_run(t1.info.run_id).inputs.dataset_inputs
     assert dataset.dataset.name.startswith("digits")
     assert parent.data.tags["best_config"] == '{"lr": 0.01, "activation": "relu"}'
+
+
+def test_no_secret_reaches_mlflow_from_an_error_or_the_description(tmp_path):
+    """A trial's error (a URL with a token in a traceback) went to its `error` tag and error.txt artifact as it
+    was, and `description:` to the parent's note."""
+    from mlflow import MlflowClient
+
+    from trainables.spec.load import parse_spec
+    from trainables.tracking.runs import Tracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = parse_spec(SPEC.format(name="leak", limit=100, epochs=2, samples=1, uri=uri, retrain="false"),
+                      overrides=["description=weights from https://bob:hunter2@models.example/w.pt"])
+    error = tmp_path / "error.txt"
+    error.write_text("Traceback ...\nHTTPError: 401 for url: https://bob:hunter2@models.example/w.pt?token=SECRETTOK\n")
+    tracker = Tracker(spec, str(tmp_path / "sweep"))
+    tracker.start()
+    tracker.trial_started("t1", {"lr": 0.01})
+    tracker.trial_result("t1", {"lr": 0.01}, {"epoch": 1, "training_iteration": 1, "val_acc": 0.5})
+    tracker.trial_ended("t1", "errored", error_file=str(error))
+    tracker.finish(None, wall_seconds=1.0, wait=120)
+    client = MlflowClient(tracking_uri=uri)
+    seen = []
+    for run in client.search_runs([tracker.experiment_id]):
+        seen += [str(v) for v in run.data.tags.values()]
+        for a in client.list_artifacts(run.info.run_id):
+            if a.path.endswith(".txt"):
+                seen.append(Path(client.download_artifacts(run.info.run_id, a.path, str(tmp_path / "dl"))).read_text())
+    text = "\n".join(seen)
+    assert "401 for url" in text and "weights from" in text  # both arrived ...
+    assert "hunter2" not in text and "SECRETTOK" not in text  # ... without their secrets

@@ -43,6 +43,8 @@ def redact(text: str) -> str:
     # (a port, user:5000 followed by words, is no password) ...
     text = re.sub(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/@:'\"]+:(?!\d+(?:[/\s]|$))\S*\s[^@\n]*@", r"\1***@", text)
     # ... then user:password@ up to the last @ of the URI: a secret may hold / or @ (AWS secret keys do)
+    text = re.sub(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/\"<>@]*:[^\s/\"<>@]*@", r"\1***@", text)  # pa'ss: a quote
     text = re.sub(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s'\"<>]*@", r"\1***@", text)
-    return re.sub(r"(?i)([?&;#](?:[a-z_]*token|[a-z_]*key|password|passwd|pass|pwd|[a-z_]*secret|signature|sig|auth|"
+    return re.sub(r"(?i)([?&;#](?:[a-z_-]*token|[a-z_-]*key|password|passwd|pass|pwd|[a-z_-]*secret|signature|sig|"
+                  r"auth[a-z_-]*|"
                   r"credential|x-amz-[a-z-]+)=)[^&\s'\"]+", r"\1***", text)

@@ -156,7 +156,7 @@ class Tracker:
         if commit:
             tags["mlflow.source.git.commit"] = commit
         if s.description:
-            tags["mlflow.note.content"] = s.description
+            tags["mlflow.note.content"] = redact(s.description)
         return tags
 
     def log_spec(self) -> None:

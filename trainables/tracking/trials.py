@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from trainables.errors import redact
 from trainables.spec.schema import Spec
 from trainables.tracking.values import dataset_input, error_text, metrics_of, node_tags, param_value, step_of
 
@@ -282,6 +283,19 @@ class Trials:
         if fresh:
             c.log_batch(child.run_id, params=fresh)
 
+    def _log_error_file(self, run_id: str, file: Path, most: int = 1 << 20) -> None:
+        """The trial's error.txt as an artifact: its last MB, credentials elided (a URL in a traceback may
+        hold a token)."""
+        import tempfile
+
+        with open(file, "rb") as f:
+            f.seek(max(0, file.stat().st_size - most))
+            text = f.read(most).decode("utf-8", errors="replace")
+        with tempfile.TemporaryDirectory() as d:
+            copy = Path(d) / file.name
+            copy.write_text(redact(text), encoding="utf-8")
+            self.client.log_artifact(run_id, str(copy))
+
     def _close(self, child: _Child, status: str, error: str | None, error_file: str | None) -> None:
         from mlflow.entities import Metric, RunTag
 
@@ -291,8 +305,8 @@ class Trials:
             summary[f"final_{self.spec.metric}"] = child.last[self.spec.metric]
         now = int(time.time() * 1000)
         self.client.log_batch(child.run_id, metrics=[Metric(k, v, now, 0) for k, v in summary.items()])
-        tags = [RunTag("status", status)] + ([RunTag("error", error[:5000])] if error else [])
+        tags = [RunTag("status", status)] + ([RunTag("error", redact(error)[:5000])] if error else [])
         self.client.log_batch(child.run_id, tags=tags)
         if error_file and Path(error_file).is_file():
-            self.client.log_artifact(child.run_id, error_file)
+            self._log_error_file(child.run_id, Path(error_file))
         self.client.set_terminated(child.run_id, "FAILED" if status == "errored" else "FINISHED")
