@@ -98,6 +98,39 @@ def test_a_foreign_run_file_creates_no_database(tmp_path):
     assert not db.exists()
 
 
+def test_credentials_are_not_sent_to_a_server_a_folder_names(tmp_path, monkeypatch):
+    """`tune report` of a folder from anywhere sent MLFLOW_TRACKING_TOKEN to the server its run file named."""
+    import http.server
+    import threading
+
+    from trainables.tracking.models import attach_report
+
+    heard = []
+
+    class Listener(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            heard.append(str(self.headers))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Listener)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        folder = _folder(tmp_path, [])
+        uri = f"http://127.0.0.1:{server.server_port}"
+        (folder / "mlflow_run.json").write_text(json.dumps({"tracking_uri": uri, "run_id": "abc"}))
+        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "SECRETTOKEN123")
+        line = attach_report(str(folder), tmp_path)
+        assert "not attached" in line and "MLFLOW_TRACKING_TOKEN" in line and "SECRETTOKEN123" not in line, line
+        assert not any("SECRETTOKEN123" in h for h in heard)
+    finally:
+        server.shutdown()
+
+
 def test_odd_entries_hide_nothing_of_a_sweep(tmp_path):
     """A dangling link in a sweep folder made its listing empty: a new `tune run` of that name went ahead into
     it; a file called spec.yaml beside no sweep is a spec, not a sweep folder's copy; a run file nested past the

@@ -116,6 +116,10 @@ def log_model(client, uri: str, parent_id: str, experiment_id: str, folder: str,
     return out
 
 
+_CREDENTIALS = ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+                "MLFLOW_TRACKING_CLIENT_CERT_PATH")
+
+
 def attach_report(sweep_path: str, folder: str | os.PathLike) -> str:
     """Attach a report folder to the sweep's parent run (from <sweep>/mlflow_run.json); a line
     saying what happened. `tune report` uses it; a tracking fault is reported, not raised."""
@@ -133,6 +137,11 @@ def attach_report(sweep_path: str, folder: str | os.PathLike) -> str:
     if "***" in uri:
         return (f"mlflow: the tracking server {shown} needs credentials: set MLFLOW_TRACKING_URI to its full URI "
                 f"and run `tune report` again to attach the report")
+    held = [k for k in _CREDENTIALS if os.environ.get(k)]
+    if held and uri.split("://")[0].lower() in ("http", "https") and uri != env:
+        # MLflow sends these to whatever server it talks to: never to one a sweep folder (from anywhere) names
+        return (f"mlflow: the report is not attached: the sweep's run file names {shown}, and {', '.join(held)} "
+                f"would be sent there; set MLFLOW_TRACKING_URI to {shown} if that is your server")
     try:
         check_reachable(uri, timeout=5.0)
         from mlflow import MlflowClient
