@@ -120,6 +120,27 @@ def test_a_trainable_that_never_reports_the_metric_stops_the_sweep(ray_address, 
     assert "reports no 'val_acc'" in proc.stderr and "score" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_a_metric_that_is_no_number_stops_the_sweep(ray_address, tmp_path):
+    """10**400 crashed the driver (the live table's float()); text reached ASHA's arithmetic (TypeError)."""
+    spec = write(tmp_path / "s.yaml", "name: huge\ntrainable: tests.trainables_for_tests:reports_a_huge_integer\n"
+                                      "epochs: 2\nparameters: {x: {choice: [1, 2]}}\nscheduler: {name: asha}\n"
+                                      "search: {algorithm: optuna, num_samples: 2}\ntracking: {enabled: false}\n")
+    proc = run_cli("run", spec, cwd=tmp_path, env={"PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "reports val_acc = 1000" in proc.stderr and "not a number" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_metric_check_tells_a_diverged_trial_from_no_number():
+    from trainables.tune.callbacks import MetricCheck
+
+    check = MetricCheck("score")
+    assert not check("t", {"score": float("nan")}) and not check("t", {"score": 3})  # a trial that diverged
+    for value in ("high", None, True, [0.5], 10**400):
+        check = MetricCheck("score")
+        assert check("t", {"score": value}) and check.stop_all() and check.absent == "score", value
+
+
 def test_a_ray_address_file_of_a_dead_head_does_not_hang(tmp_path):
     """A killed `ray start --head` leaves Ray's address file behind; ray.init() would wait minutes for it."""
     with tempfile.TemporaryDirectory(prefix="rt", dir="/tmp") as temp:  # short: Ray's socket paths live under it

@@ -16,3 +16,7 @@ def always_fail(config):
 def reports_score(config):
     for epoch in range(1, 4):
         tune.report({"score": 0.1 * epoch, "epoch": epoch})
+
+
+def reports_a_huge_integer(config):
+    tune.report({"val_acc": 10**400, "epoch": 1})

@@ -73,6 +73,10 @@ def run_sweep(spec: Spec, *, storage: str | None = None, resume: bool = False, s
         finished = grid.num_terminated + grid.num_errors == len(grid)
         tracker.sync(sweep, close=finished)
         interrupts.check()
+        if metric_check.not_number is not None:
+            raise SpecError(f"{spec.trainable} reports {metric_check.absent} = {metric_check.not_number}, not a number "
+                            f"(the spec's metric: each trial must report it as one); the sweep was stopped",
+                            file=spec.source, path="metric")
         if metric_check.missing is not None:
             absent = metric_check.absent
             raise SpecError(f"{spec.trainable} reports no {absent!r} (the spec's metric); its first result had "

@@ -9,7 +9,7 @@ from ray.tune import Callback
 from ray.tune.stopper import Stopper
 
 from trainables.core.training import clean_config
-from trainables.errors import SpecError
+from trainables.errors import SpecError, short
 from trainables.results.read import RAY_KEYS, STOPPED, trial_status
 from trainables.spec.schema import Spec
 from trainables.tune import _ray_private
@@ -103,6 +103,14 @@ class MendCheckpoints(DriverCallback):
 
 # ---- a user's trainable that does not report the spec's metric ------------------------------
 
+def _too_big(v: int) -> bool:
+    try:
+        float(v)
+        return False
+    except OverflowError:
+        return True
+
+
 class MetricCheck(Stopper):
     """Stops the whole sweep at the first result without the spec's metric (a user trainable reporting
     another name): every trial would report the same, and the search would learn nothing from them.
@@ -112,16 +120,25 @@ class MetricCheck(Stopper):
         self.metrics = [metrics] if isinstance(metrics, str) else list(metrics)
         self.missing: list[str] | None = None  # the keys the offending result did have
         self.absent: str | None = None  # the objective it did not have
+        self.not_number: str | None = None  # the value it had instead of a number
 
     def __call__(self, trial_id: str, result: dict) -> bool:
         absent = [m for m in self.metrics if m not in result]
-        if not absent:
-            return False
-        self.absent, self.missing = absent[0], sorted(k for k in result if k not in RAY_KEYS)
-        return True
+        if absent:
+            self.absent, self.missing = absent[0], sorted(k for k in result if k not in RAY_KEYS)
+            return True
+        for m in self.metrics:  # NaN or inf is a trial that diverged; text, None or 10**400 is no number at all
+            v = result[m]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, int) and _too_big(v)):
+                self.absent, self.not_number = m, short(v, 60)
+                # this dict becomes the trial's last result, which the scheduler and the searcher read as it
+                # stops (ASHA multiplies it): a NaN there is a trial without a value, the text an OverflowError
+                result[m] = float("nan")
+                return True
+        return False
 
     def stop_all(self) -> bool:
-        return self.missing is not None
+        return self.missing is not None or self.not_number is not None
 
 
 

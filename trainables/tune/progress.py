@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from ray.tune import Callback
 
+from trainables.core.numbers import finite
 from trainables.results.read import trial_status
 from trainables.spec.schema import Spec
 
@@ -63,10 +64,10 @@ class Progress(Callback):
         epoch = int(result.get("training_iteration", r.epoch))
         self.state.epochs_done += max(0, epoch - r.epoch)
         r.epoch = epoch
-        value = result.get(self.metric)
-        r.value = float(value) if isinstance(value, (int, float)) else r.value
-        took = result.get("epoch_seconds", result.get("time_this_iter_s"))
-        r.seconds_per_epoch = float(took) if isinstance(took, (int, float)) else r.seconds_per_epoch
+        value = finite(result.get(self.metric))  # a user's trainable may report 10**400, or text
+        r.value = value if value is not None else r.value
+        took = finite(result.get("epoch_seconds", result.get("time_this_iter_s")))
+        r.seconds_per_epoch = took if took is not None else r.seconds_per_epoch
         if r.value is not None and (self.state.best is None or self._better(r.value, self.state.best[1])):
             self.state.best = (trial.trial_id, r.value)
         self._refresh()
