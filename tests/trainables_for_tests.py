@@ -20,3 +20,8 @@ def reports_score(config):
 
 def reports_a_huge_integer(config):
     tune.report({"val_acc": 10**400, "epoch": 1})
+
+
+class NotATrainable:  # a class that Ray Tune cannot run (no ray.tune.Trainable): refused by `tune validate`
+    def __init__(self, config):
+        self.config = config

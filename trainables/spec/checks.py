@@ -5,7 +5,9 @@ Each check raises through `doc.error(message, key_path)`, so the message points 
 """
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
 from typing import Any, Mapping
 
 from pydantic import ValidationError
@@ -40,11 +42,21 @@ def _check_trainable_import(spec: Spec, doc) -> None:
                         ("trainable",))
     try:
         obj = getattr(importlib.import_module(mod), fn)
-    except Exception as e:  # noqa: BLE001 - whatever importing the user's module raises, it is their input
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - whatever importing the user's module raises (sys.exit
+        # too: it ended `tune validate` silently with its code) is their input
         raise doc.error(f"cannot import {short(spec.trainable)}: {type(e).__name__}: {short(str(e), 200)}",
                         ("trainable",)) from None
     if not callable(obj):
         raise doc.error(f"{short(spec.trainable)} is not callable", ("trainable",))
+    # what Ray Tune runs: a function of the config, or a subclass of ray.tune.Trainable (named, not imported:
+    # the spec stage stays free of Ray)
+    trainable_class = inspect.isclass(obj) and any(
+        c.__name__ == "Trainable" and c.__module__.startswith("ray.tune") for c in obj.__mro__)
+    if not (trainable_class or inspect.isfunction(obj) or inspect.ismethod(obj) or isinstance(obj, functools.partial)):
+        kind = "class" if inspect.isclass(obj) else type(obj).__name__
+        raise doc.error(f"{short(spec.trainable)} is a {kind}: Ray Tune runs a Python function that "
+                        f"takes the config (def train(config): ... tune.report(...)), or a subclass of "
+                        f"ray.tune.Trainable", ("trainable",))
 
 
 def _check_models(spec: Spec, space: Mapping[str, Param], doc) -> None:
