@@ -92,6 +92,15 @@ def test_a_script_that_fails_is_a_failed_trial_with_its_stderr(tmp_path):
             print("CUDA out of memory", file=sys.stderr)
             sys.exit(3)
             """, {})
+    # a line of megabytes on stderr went whole into the error (error.txt, error.pkl) and the terminal
+    with pytest.raises(ProgramFailed) as failed:
+        _run(tmp_path, """\
+            import sys
+            sys.stderr.write("x" * 5_000_000)
+            print("\\nCUDA out of memory", file=sys.stderr)
+            sys.exit(3)
+            """, {})
+    assert "out of memory" in str(failed.value) and len(str(failed.value)) < 20_000
     with pytest.raises(ProgramFailed, match="exit_code=2"):
         _run(tmp_path, "import wandb\nwandb.init()\nwandb.finish(exit_code=2)\n", {})
     with pytest.raises(ProgramFailed, match="No such file"):
@@ -220,6 +229,7 @@ def test_only_finite_values_count_and_a_summary_only_metric_is_reported_once(tmp
         wandb.init()
         wandb.log({"loss": float("nan"), "acc": 1})
         wandb.log({"loss": True})
+        wandb.log({"loss": 10**400})
         wandb.log({"acc": 2})
         """, {})
     assert reports == []

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import collections
 import json
-import math
 import os
 import select
 import signal
@@ -19,10 +18,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from trainables.core.numbers import finite
 from trainables.spec.schema import ENVVAR
 
 STANDIN = str(Path(__file__).parent / "standin")
 TAIL = 30  # lines of the program's stderr kept for the error of a failed trial
+LINE_MAX = 4096  # bytes of a stderr line shown and kept; the rest of a longer line is left out
 KILL_WAIT = 1.5  # seconds between SIGTERM and SIGKILL: Tune waits 2 s for a reused actor's trial to end
 
 
@@ -196,15 +197,18 @@ class _Rows:
 
 
 def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return finite(v) is not None  # 10**400 too is no value (math.isfinite raised OverflowError)
 
 
 def _echo(stream, tail: collections.deque) -> None:
     """The program's stderr to the trial's (Ray shows it), the last lines kept for the error."""
-    for raw in iter(stream.readline, b""):
+    whole = True  # the last piece ended its line
+    for raw in iter(lambda: stream.readline(LINE_MAX), b""):  # a line of megabytes comes in pieces
         line = raw.decode("utf-8", errors="replace")
-        tail.append(line)
-        sys.stderr.write(line)
+        if whole:
+            tail.append(line)
+            sys.stderr.write(line if line.endswith("\n") else line + " ... (a longer line, cut)\n")
+        whole = line.endswith("\n")
     stream.close()
 
 
