@@ -84,6 +84,8 @@ BAD = [
     ("bad experiment name", ["name=a b"], "name", "pattern"),
     ("imagefolder without root", ["dataset.name=imagefolder"], "dataset", "root"),
     ("custom trainable that does not import", ["trainable=nosuchpkg.mod:fn"], "trainable", "cannot import"),
+    ("an experiment name MLflow refuses", ["tracking.experiment=" + "x" * 600], "tracking.experiment", "500"),
+    ("an experiment name over two lines", ['tracking.experiment="a\\nb"'], "tracking.experiment", "pattern"),
     ("custom trainable that exits on import", ["trainable=tests.exits_on_import:f"], "trainable", "SystemExit"),
     ("a class that is no ray.tune.Trainable", ["trainable=tests.trainables_for_tests:NotATrainable"], "trainable",
      "is a class"),

@@ -138,6 +138,49 @@ def test_reachability(tmp_path):
     check_reachable(f"sqlite:///{tmp_path}/mlflow.db")
     with pytest.raises(SpecError, match="not a writable folder"):
         check_reachable(f"sqlite:///{tmp_path}/missing/mlflow.db")
+    # each passed `tune validate`, then failed (or kept nothing) once Ray had started
+    (tmp_path / "garbage.db").write_text("not a database")
+    (tmp_path / "dir.db").mkdir()
+    for uri, words in [("sqlite://", "in memory"), ("sqlite:///:memory:", "in memory"),
+                       (f"sqlite:///{tmp_path}/garbage.db", "not an SQLite database"),
+                       (f"sqlite:///{tmp_path}/dir.db", "not an SQLite database"),
+                       (f"sqlite:///{tmp_path}/{'d' * 300}/x.db", "File name too long"),  # was OSError's traceback
+                       (f"sqlite:///{tmp_path}/a\0b.db", "NUL character")]:
+        with pytest.raises(SpecError, match=words) as e:
+            check_reachable(uri)
+        assert e.value.path == "tracking.uri"
+
+
+def test_a_server_that_sends_its_answer_a_byte_at_a_time_is_not_waited_for():
+    """requests' timeout is per read: a /health body dribbled a byte every 2 s held `tune validate` forever."""
+    import http.server
+    import threading
+
+    class Dribble(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            self.send_response(200)
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            for _ in range(100):
+                try:
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                except OSError:
+                    return
+                time.sleep(2)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Dribble)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        t0 = time.monotonic()
+        check_reachable(f"http://127.0.0.1:{server.server_port}", timeout=2)
+        assert time.monotonic() - t0 < 5
+    finally:
+        server.shutdown()
 
 
 def test_metrics_drop_ray_internals():

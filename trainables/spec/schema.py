@@ -88,7 +88,8 @@ class ResourcesConfig(_Section):
 class TrackingConfig(_Section):
     enabled: bool = True
     uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db
-    experiment: str | None = None  # None: the spec's name
+    # None: the spec's name. MLflow takes 500 characters (it said so only once Ray had started, blaming tracking.uri)
+    experiment: str | None = Field(default=None, min_length=1, max_length=500, pattern=r"^[^\x00-\x1f]*$")
     register_model: bool = Field(default=False, alias="register")  # `register:` the best model in the Model Registry
 
 

@@ -147,6 +147,7 @@ def attach_report(sweep_path: str, folder: str | os.PathLike) -> str:
         from mlflow import MlflowClient
 
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")  # MLflow's 120 s was two minutes of silence
         MlflowClient(tracking_uri=uri).log_artifacts(run_id, str(folder), "report")
     except Exception as e:  # noqa: BLE001 - the report is written; attaching it is a bonus
         return (f"mlflow: could not attach the report to parent run {run_id} at {shown} ({reason(e)}); "

@@ -51,11 +51,15 @@ def check_reachable(uri: str, *, file: str | None = None, timeout: float = 5.0) 
     """Raise SpecError unless the tracking store answers (http: GET /health; sqlite/file: a writable folder)."""
     scheme = urlparse(uri).scheme
     hint = "start the server, fix tracking.uri (or $MLFLOW_TRACKING_URI), or run with -o tracking.enabled=false"
+    if "\x00" in uri:  # no path or URL holds one; MLflow spent 100 s retrying it
+        raise SpecError(f"tracking.uri {redact(uri)!r} holds a NUL character", file=file, path="tracking.uri")
     if scheme in ("http", "https"):
         import requests
 
         try:
-            r = requests.get(uri.rstrip("/") + "/health", timeout=timeout)
+            # the status line is the answer: a body sent a byte at a time is not waited for (timeout is per read)
+            r = requests.get(uri.rstrip("/") + "/health", timeout=timeout, stream=True)
+            r.close()
         except requests.RequestException as e:
             raise SpecError(f"the MLflow tracking server at {redact(uri)} does not answer ({reason(e)}); {hint}",
                             file=file, path="tracking.uri") from None
@@ -63,12 +67,24 @@ def check_reachable(uri: str, *, file: str | None = None, timeout: float = 5.0) 
             raise SpecError(f"the MLflow tracking server at {redact(uri)} answers /health with HTTP "
                             f"{r.status_code}; {hint}", file=file, path="tracking.uri")
         return
+    try:
+        _check_local(uri, scheme, file, hint)
+    except (OSError, ValueError) as e:  # a name too long, a NUL byte: the path cannot be one
+        raise SpecError(f"cannot write MLflow runs at {redact(uri)!r}: {type(e).__name__}: {reason(e)}; {hint}",
+                        file=file, path="tracking.uri") from None
+
+
+def _check_local(uri: str, scheme: str, file: str | None, hint: str) -> None:
     if scheme == "sqlite":
-        path = uri[len("sqlite:///"):]
-        if path.startswith(":memory:"):
-            return
+        path = uri[len("sqlite:///"):] if uri.lower().startswith("sqlite:///") else ""
+        if not path or path.startswith(":memory:"):
+            raise SpecError(f"tracking.uri {redact(uri)} is a database in memory: every run would be gone when "
+                            f"`tune run` ends; name a file (sqlite:///mlflow.db)", file=file, path="tracking.uri")
         target = Path(path)
         folder = target.parent
+        if target.is_dir() or (target.is_file() and target.stat().st_size and not _sqlite(target)):
+            raise SpecError(f"cannot write MLflow runs at {redact(uri)}: {target} is not an SQLite database; {hint}",
+                            file=file, path="tracking.uri")
     elif scheme in ("", "file"):
         target = Path(urlparse(uri).path if scheme == "file" else uri)
         folder = target
@@ -86,6 +102,11 @@ def check_reachable(uri: str, *, file: str | None = None, timeout: float = 5.0) 
     if target.is_file() and not os.access(target, os.W_OK):
         raise SpecError(f"cannot write MLflow runs at {redact(uri)}: {target} is read-only; {hint}",
                         file=file, path="tracking.uri")
+
+
+def _sqlite(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(16) == b"SQLite format 3\x00"
 
 
 def git_commit(folder: str) -> str | None:
