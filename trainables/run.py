@@ -71,6 +71,8 @@ def run_sweep(spec: Spec, *, storage: str | None = None, resume: bool = False, s
         sweep = load_sweep(path, spec=spec)  # this run's spec: remote storage keeps no spec.yaml
         print_summary(sweep, wall_seconds=wall, stream=stream)
         finished = grid.num_terminated + grid.num_errors == len(grid)
+        # every trial diverged or reported no finite value: nothing was found, whatever Ray's statuses say
+        no_value = bool(sweep.trials) and not (sweep.pareto() if spec.multi else sweep.ranked())
         tracker.sync(sweep, close=finished)
         interrupts.check()
         if metric_check.not_number is not None:
@@ -99,7 +101,7 @@ def run_sweep(spec: Spec, *, storage: str | None = None, resume: bool = False, s
     finally:
         progress.close()
         tracker.close()
-    return 1 if grid.num_errors == len(grid) and len(grid) else 0
+    return 1 if (grid.num_errors == len(grid) and len(grid)) or no_value else 0
 
 
 def final_steps(sweep: Sweep, *, finished: bool, stream=None, tracker=None, out: str = "reports"):
