@@ -1,6 +1,9 @@
 """The YAML format: every spec in the repository validates; bad input gets one clear message and exit 2."""
 from __future__ import annotations
 
+import os
+import subprocess
+
 import pytest
 from click.testing import CliRunner
 
@@ -86,6 +89,10 @@ BAD = [
     ("custom trainable that does not import", ["trainable=nosuchpkg.mod:fn"], "trainable", "cannot import"),
     ("an experiment name MLflow refuses", ["tracking.experiment=" + "x" * 600], "tracking.experiment", "500"),
     ("an experiment name over two lines", ['tracking.experiment="a\\nb"'], "tracking.experiment", "pattern"),
+    ("data-parallel workers for a user's trainable", ["trainable=tests.trainables_for_tests:reports_score",
+     "resources.workers=2"], "resources.workers", "data-parallel"),
+    ("retrain_best for a user's trainable", ["trainable=tests.trainables_for_tests:reports_score",
+     "final.retrain_best=true"], "final.retrain_best", "set it to false"),
     ("custom trainable that exits on import", ["trainable=tests.exits_on_import:f"], "trainable", "SystemExit"),
     ("a class that is no ray.tune.Trainable", ["trainable=tests.trainables_for_tests:NotATrainable"], "trainable",
      "is a class"),
@@ -291,3 +298,20 @@ def test_trainables_is_always_ours_and_says_when_ray_took_tune(tmp_path, monkeyp
         cli_module.main_trainables(["validate", str(tmp_path / "missing.yaml")])
     assert exc.value.code == 2
     assert "is Ray Tune's own script" in capsys.readouterr().err
+
+
+def test_the_console_script_finds_a_trainable_in_the_folder_it_runs_in(tmp_path):
+    """`tune validate` said "cannot import 'mytr:train'" where `python -m trainables` found it (the console
+    script's sys.path lacks the current folder)."""
+    import shutil
+
+    script = shutil.which("trainables")  # the same main() as our `tune`, under a name Ray does not install
+    if script is None:
+        pytest.skip("the package's console scripts are not installed")
+    (tmp_path / "mytr.py").write_text("def train(config):\n    pass\n")
+    write(tmp_path / "s.yaml", "name: t\ntrainable: mytr:train\nparameters: {x: {choice: [1, 2]}}\n"
+                               "tracking: {enabled: false}\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([script, "validate", "s.yaml", "--offline"], cwd=tmp_path, capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -336,6 +336,10 @@ def main(argv: list[str] | None = None, prog_name: str = "tune") -> None:
     from trainables.tune.interrupt import Interrupted, Interrupts
 
     _ray_auth_from_token()
+    # `trainable: mymodule:train` from the folder `tune` runs in, as `python -m trainables` finds it (the console
+    # script's path holds only its own folder); Ray puts the driver's folder on its workers' path too
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         with Interrupts():
             cli.main(argv, prog_name=prog_name)

@@ -28,6 +28,13 @@ def check_spec(spec: Spec, doc) -> None:
         _check_models(spec, spec.space, doc)
     elif spec.trainable != "program":
         _check_trainable_import(spec, doc)
+    if spec.trainable != "classifier":  # both were said only once Ray had started (retrain: after every trial)
+        if spec.resources.workers > 1:
+            raise doc.error(f"resources.workers > 1 trains the built-in classifier data-parallel; {spec.trainable!r} "
+                            f"would have to build its own Ray Train run: use workers: 1", ("resources", "workers"))
+        if spec.final.retrain_best:
+            raise doc.error(f"retrain_best retrains the built-in classifier's best configuration; {spec.trainable!r} "
+                            f"is not it: set it to false", ("final", "retrain_best"))
     try:
         check_when(spec.space)
     except ParamError as e:

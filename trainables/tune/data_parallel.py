@@ -51,11 +51,7 @@ def check_spec(spec: Spec) -> None:
     """What a data-parallel sweep needs, as SpecErrors naming the key."""
     from trainables.tune._ray_private import train_v2_enabled
 
-    r = spec.resources
-    if spec.trainable != "classifier":
-        raise SpecError(f"resources.workers > 1 trains the built-in classifier data-parallel; {spec.trainable!r} "
-                        "would have to build its own Ray Train run: use workers: 1", file=spec.source,
-                        path="resources.workers")
+    r = spec.resources  # (a trainable of the user's with workers > 1 is refused with the spec: spec/checks.py)
     if r.gpu not in (0, 1):
         raise SpecError(f"with workers > 1 each worker trains on one whole GPU (NCCL cannot put two ranks on one GPU): "
                         f"resources.gpu must be 0 or 1, got {r.gpu:g}", file=spec.source, path="resources.gpu")
