@@ -133,11 +133,13 @@ def test_a_metric_that_is_no_number_stops_the_sweep(ray_address, tmp_path):
 
 def test_a_sweep_where_no_trial_reached_a_value_exits_1(ray_address, tmp_path):
     """Every trial reported NaN (diverged): 'no trial reported val_acc.' and exit 0, as if something was found."""
-    spec = write(tmp_path / "s.yaml", "name: nan\ntrainable: tests.trainables_for_tests:reports_nan\nepochs: 1\n"
+    spec = write(tmp_path / "s.yaml", "name: nan\ntrainable: tests.trainables_for_tests:reports_nan\nepochs: 3\n"
                                       "parameters: {x: {choice: [1, 2]}}\nsearch: {algorithm: random, num_samples: 2}"
                                       "\ntracking: {enabled: false}\nfinal: {report: false}\n")
     proc = run_cli("run", spec, cwd=tmp_path, env={"PYTHONPATH": str(ROOT)}, check=None)
     assert proc.returncode == 1 and "no trial reported val_acc" in proc.stdout, proc.stdout + proc.stderr
+    # a function that returned after one of `epochs: 3` ended itself: completed, not "stopped early"
+    assert "2 trials: 2 completed, 0 stopped early" in proc.stdout, proc.stdout
 
 
 def test_metric_check_tells_a_diverged_trial_from_no_number():

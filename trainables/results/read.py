@@ -31,7 +31,7 @@ STOPPED = "stopped_by_tune"  # in a trial's last result: the scheduler or a stop
 
 
 def trial_status(result_or_trial, epochs: int, *, ends_itself: bool = False) -> str:
-    """completed (ran every epoch; or, ends_itself (`trainable: program`), ended without being stopped),
+    """completed (ran every epoch; or, ends_itself (a program or function), ended without being stopped),
     stopped early (scheduler, stopper or divergence) or errored."""
     error = getattr(result_or_trial, "error", None)
     if error:
@@ -160,7 +160,7 @@ def load_sweep(name_or_path: str, storage: str | None = None, *, spec: Spec | No
     sweep = Sweep(spec=spec, path=path)
     try:
         for t in SweepFolder(path).trials():
-            status = "errored" if t.errored else trial_status(t, spec.epochs, ends_itself=spec.trainable == "program")
+            status = "errored" if t.errored else trial_status(t, spec.epochs, ends_itself=spec.ends_itself)
             sweep.trials.append(TrialRecord(trial_id=t.trial_id, status=status, config=_fitting(spec, t.config),
                                             last=t.last_result, history=t.history(), error=t.error_file,
                                             trainable_layers=t.trainable_layers()))

@@ -270,5 +270,11 @@ class Spec(_Section):
         return self.tracking.experiment or self.name
 
     @property
+    def ends_itself(self) -> bool:
+        """A trainable that decides how long it runs (a program, a function of the user's): one that ended
+        without being stopped completed, whatever its epoch count."""
+        return self.trainable != "classifier"
+
+    @property
     def searched(self) -> list[str]:
         return self.parameters.searched

@@ -66,7 +66,7 @@ class TrackerCallback(DriverCallback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         t = self.tracker
         t.guard("on_trial_complete", lambda: t.trial_ended(
-            trial.trial_id, trial_status(trial, t.spec.epochs, ends_itself=t.spec.trainable == "program")))
+            trial.trial_id, trial_status(trial, t.spec.epochs, ends_itself=t.spec.ends_itself)))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         t = self.tracker

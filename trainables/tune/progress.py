@@ -44,7 +44,7 @@ class Progress(Callback):
 
     def __init__(self, spec: Spec, stream=None, *, every: float | None = None, live: bool | None = None):
         self.metric, self.mode, self.epochs = spec.metric, spec.mode, spec.epochs
-        self.ends_itself = spec.trainable == "program"  # a program reports as long as it runs: no epoch count
+        self.ends_itself = spec.ends_itself  # a program or function reports as long as it runs: no epoch count
         self.num_samples = spec.num_samples
         self.stream, self.start = stream or sys.stdout, time.time()
         self.every = float(os.environ.get(EVERY_ENV, 30)) if every is None else every
