@@ -241,6 +241,13 @@ def test_only_finite_values_count_and_a_summary_only_metric_is_reported_once(tmp
         wandb.log({"epoch": 3})
         """, {})
     assert reports == [{"epoch": 3, "loss": 0.25, "acc": 0.9}]
+    # only set by item, nothing logged after it (W&B's usual way): it was lost ("reports no 'loss'")
+    reports = _run(tmp_path, """\
+        import wandb
+        run = wandb.init()
+        run.summary["loss"] = 0.3
+        """, {})
+    assert reports == [{"loss": 0.3}]
 
 
 def test_a_module_program_runs_with_python_dash_m(tmp_path):

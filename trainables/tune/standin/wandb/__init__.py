@@ -176,6 +176,10 @@ class Summary(dict):
     def __setattr__(self, name, value):
         self[name] = value
 
+    def __setitem__(self, name, value):  # run.summary["loss"] = 0.3, W&B's usual way: sent as update() is
+        super().__setitem__(name, value)
+        _send({"summary": _numbers(self)})
+
     def update(self, d=None, **kwargs):  # noqa: D401 - dict.update, also sent to the trial
         super().update(dict(d or {}), **kwargs)
         _send({"summary": _numbers(self)})
