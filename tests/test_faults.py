@@ -333,3 +333,17 @@ def test_a_damaged_sweep_folder_is_read_as_far_as_it_holds(tmp_path, trial, meta
             tune(command, folder, cwd=tmp_path)
         assert result.exit_code in (0, 2), (command, result.output, result.exception)
         assert "Traceback" not in result.output
+
+
+def test_a_program_command_that_cannot_start_is_named_before_any_trial(tmp_path):
+    """Each passed `tune validate`, then every trial failed with "train.py exited with code 127"."""
+    (tmp_path / "train.py").write_text("print('hi')\n")
+    (tmp_path / "notexec.sh").write_text("#!/bin/sh\n")
+    wandb = ("program: train.py\nmethod: random\nmetric: {name: loss, goal: minimize}\nrun_cap: 1\n"
+             "parameters: {lr: {values: [1, 2]}}\n")
+    for command, words in [("[nonexistent-binary-zz, '${program}']", "is not found on PATH"),
+                           ("['${env}', nonexistent-binary-zz, '${program}']", "is not found on PATH"),
+                           ("[./notexec.sh, '${program}']", "is not an executable file")]:
+        result = _validate(tmp_path, wandb + f"command: {command}\n")
+        assert result.exit_code == 2 and "program.command" in result.output and words in result.output, result.output
+    assert _validate(tmp_path, wandb).exit_code == 0  # W&B's default: ${env} ${interpreter} ${program} ${args}

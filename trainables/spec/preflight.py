@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import inspect
 import os
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
 from trainables.errors import SpecError, short
-from trainables.spec.schema import Spec
+from trainables.spec.schema import ENVVAR, Spec
 
 SHOWN = 5  # bad files named in a message; the rest counted
 
@@ -40,6 +41,16 @@ def _program(spec: Spec) -> None:
     file, command = spec.program.file, spec.program.command
     if "${program}" in command and "-m" not in command and not Path(file).is_file():
         raise _error(spec, f"no such file {short(file)} (from {Path.cwd()})", "program.file")
+    # the launcher (after ${env}, /usr/bin/env's PATH lookup): a missing one failed every trial, blaming the script
+    launcher = next((c for c in command if c != "${env}"), "${interpreter}")
+    if launcher.startswith("${") and launcher.endswith("}") and not launcher.startswith("${envvar:"):
+        return  # ${interpreter}: this Python; an argument macro first is the user's odd choice, left to the trial
+    launcher = ENVVAR.sub(lambda m: os.environ.get(m.group(1), m.group(1)), launcher)
+    found = shutil.which(launcher)
+    if found is None:
+        what = "is not an executable file" if os.sep in launcher else "is not found on PATH"
+        raise _error(spec, f"the command's {short(launcher)} {what}; each trial would fail to start it",
+                     "program.command")
 
 
 def _error(spec: Spec, message: str, path: str) -> SpecError:
