@@ -14,7 +14,7 @@ import requests
 
 from tests.helpers import free_port, run_cli, write
 from trainables.errors import SpecError
-from trainables.tracking.sender import PERMANENT, Sender
+from trainables.tracking.sender import PERMANENT, Sender, _is_transient
 from trainables.tracking.server import check_reachable, resolve_uri
 from trainables.tracking.values import RAY_KEYS, metrics_of, param_value, step_of
 
@@ -215,6 +215,18 @@ def test_sender_keeps_what_failed_until_it_arrives():
     assert sender.drain(20)
     assert done == ["flaky", "next"] and calls["n"] == 3 and sender.dropped == 1
     assert any("did not take a batch" in s for s in said) and any("answers again" in s for s in said)
+    # an artifact store on this machine that cannot be written: dropped at once (it held the queue ~35 s)
+    def unwritable():
+        raise NotADirectoryError(20, "Not a directory", "/tmp/afile/arts")
+
+    sender = Sender(said.append, "http://x", lambda: False)
+    sender.submit("an artifact", unwritable)
+    sender.submit("the next op", lambda: done.append("after"))
+    t0 = time.monotonic()
+    assert sender.drain(20) and done[-1] == "after" and sender.dropped == 1 and time.monotonic() - t0 < 2
+    import requests
+
+    assert _is_transient(requests.ConnectionError("refused")) and _is_transient(ConnectionResetError())
 
 
 # ---- real sweeps against the server -----------------------------------------------------

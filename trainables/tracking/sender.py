@@ -22,6 +22,8 @@ def _is_transient(e: BaseException) -> bool:
 
     if isinstance(e, MlflowException):
         return e.error_code not in PERMANENT
+    if isinstance(e, (PermissionError, NotADirectoryError, IsADirectoryError, FileExistsError)):
+        return False  # a local artifact store that cannot be written: no retry fixes it (each held the queue ~35 s)
     return (isinstance(e, (OSError, TimeoutError))
             or type(e).__module__.split(".")[0] in ("requests", "urllib3", "sqlalchemy"))
 
