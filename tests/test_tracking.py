@@ -128,6 +128,7 @@ def test_uri_resolution(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://env:5000")
     assert resolve_uri(None) == "http://env:5000"
     assert resolve_uri("http://spec:5000") == "http://spec:5000"  # tracking.uri wins
+    assert resolve_uri(f"Sqlite:///{tmp_path}/m.db") == f"sqlite:///{tmp_path}/m.db"  # SQLAlchemy: lower case only
 
 
 def test_reachability(tmp_path):
@@ -145,7 +146,8 @@ def test_reachability(tmp_path):
                        (f"sqlite:///{tmp_path}/garbage.db", "not an SQLite database"),
                        (f"sqlite:///{tmp_path}/dir.db", "not an SQLite database"),
                        (f"sqlite:///{tmp_path}/{'d' * 300}/x.db", "File name too long"),  # was OSError's traceback
-                       (f"sqlite:///{tmp_path}/a\0b.db", "NUL character")]:
+                       (f"sqlite:///{tmp_path}/a\0b.db", "NUL character"),
+                       ("sqlite:/x.db", "an SQLite URI is")]:
         with pytest.raises(SpecError, match=words) as e:
             check_reachable(uri)
         assert e.value.path == "tracking.uri"

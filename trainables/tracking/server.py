@@ -14,6 +14,8 @@ DEFAULT_URI = "sqlite:///mlflow.db"  # MLflow's own default, made absolute where
 def resolve_uri(uri: str | None) -> str:
     """tracking.uri, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db; local paths made absolute."""
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    if uri[:10].lower() == "sqlite:///":  # Sqlite:///: a scheme is any case; SQLAlchemy takes only this one
+        uri = "sqlite:///" + uri[10:]
     if uri.startswith("sqlite:///"):
         path = uri[len("sqlite:///"):]
         if path and not path.startswith(":memory:") and not os.path.isabs(path):
@@ -76,7 +78,10 @@ def check_reachable(uri: str, *, file: str | None = None, timeout: float = 5.0) 
 
 def _check_local(uri: str, scheme: str, file: str | None, hint: str) -> None:
     if scheme == "sqlite":
-        path = uri[len("sqlite:///"):] if uri.lower().startswith("sqlite:///") else ""
+        if uri.lower().rstrip("/") != "sqlite:" and not uri.lower().startswith("sqlite:///"):
+            raise SpecError(f"tracking.uri {redact(uri)}: an SQLite URI is sqlite:///relative/file.db or "
+                            f"sqlite:////absolute/file.db", file=file, path="tracking.uri")
+        path = uri[len("sqlite:///"):]
         if not path or path.startswith(":memory:"):
             raise SpecError(f"tracking.uri {redact(uri)} is a database in memory: every run would be gone when "
                             f"`tune run` ends; name a file (sqlite:///mlflow.db)", file=file, path="tracking.uri")
