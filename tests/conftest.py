@@ -25,6 +25,7 @@ if "TRAINABLES_CACHE_DIR" not in os.environ:
 import pytest
 
 from tests.helpers import ROOT, free_port
+from trainables.tune.cluster import ensure_token
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +33,7 @@ def ray_address(tmp_path_factory):
     """host:port of a Ray head (2 CPUs) for this session; RAY_ADDRESS points at it."""
     port = free_port()
     os.environ.setdefault("RAY_AUTH_MODE", "token")  # Ray's default for local clusters; clients must match
+    ensure_token()  # a machine that never ran Ray has none, and `ray start` makes none
     env = {**os.environ,
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
     log = open(tmp_path_factory.mktemp("ray") / "head.log", "w")

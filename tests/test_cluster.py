@@ -172,6 +172,26 @@ def test_network_filesystems_count_as_shared(tmp_path, monkeypatch):
     assert sweep._filesystem_type(str(tmp_path / "not" / "yet")) == sweep._filesystem_type(str(tmp_path))
 
 
+def test_a_head_is_given_the_token_ray_init_would_make(tmp_path, monkeypatch):
+    """`ray start --head` under token auth (Ray's default) makes no token: on a machine that never ran Ray,
+    `tune bench` (and this suite) could not start their head."""
+    from trainables.tune.cluster import ensure_token
+
+    for key in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    ensure_token()
+    token = tmp_path / ".ray" / "auth_token"
+    made = token.read_text()
+    assert len(made) >= 16
+    ensure_token()  # one that exists is kept: a running cluster's clients hold it
+    assert token.read_text() == made
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    token.unlink()
+    ensure_token()
+    assert not token.exists()
+
+
 # ---- real multi-node Ray on this machine ------------------------------------------------------
 
 ADDRESS_FILE = Path("/tmp/ray/ray_current_cluster")

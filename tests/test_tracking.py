@@ -185,6 +185,67 @@ def test_a_server_that_sends_its_answer_a_byte_at_a_time_is_not_waited_for():
         server.shutdown()
 
 
+def test_a_server_behind_tls_and_a_password_is_reached_as_mlflow_reaches_it(tmp_path, monkeypatch):
+    """The /health check sent no credentials and trusted only public CAs: a server MLflow itself reaches
+    (MLFLOW_TRACKING_USERNAME/PASSWORD, MLFLOW_TRACKING_SERVER_CERT_PATH, MLFLOW_TRACKING_INSECURE_TLS) was refused."""
+    import base64
+    import http.server
+    import ssl
+    import threading
+
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(tmp_path / "key.pem"),
+                    "-out", str(tmp_path / "cert.pem")], check=True, capture_output=True)
+    expected = "Basic " + base64.b64encode(b"ann:s3cret").decode()
+
+    class Guarded(http.server.BaseHTTPRequestHandler):  # a proxy that guards every path, /health too
+        def do_GET(self):  # noqa: N802 - http.server's name
+            self.send_response(200 if self.headers.get("Authorization") == expected else 401)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Guarded)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    uri = f"https://127.0.0.1:{server.server_port}"
+    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN",
+                "MLFLOW_TRACKING_INSECURE_TLS", "MLFLOW_TRACKING_SERVER_CERT_PATH"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.mlflow/credentials
+    try:
+        with pytest.raises(SpecError, match="TLS certificate is not trusted: set MLFLOW_TRACKING_SERVER_CERT_PATH"):
+            check_reachable(uri, timeout=5)
+        monkeypatch.setenv("MLFLOW_TRACKING_SERVER_CERT_PATH", str(tmp_path / "cert.pem"))
+        with pytest.raises(SpecError, match="HTTP 401; set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"):
+            check_reachable(uri, timeout=5)
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "ann")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "s3cret")
+        check_reachable(uri, timeout=5)
+        monkeypatch.delenv("MLFLOW_TRACKING_SERVER_CERT_PATH")
+        monkeypatch.setenv("MLFLOW_TRACKING_INSECURE_TLS", "true")
+        check_reachable(uri, timeout=5)
+    finally:
+        server.shutdown()
+
+
+def test_tracking_faults_in_a_few_words():
+    from trainables.tracking.server import reason
+
+    five_hundred = RuntimeError("API request to http://h:1/api failed with exception HTTPConnectionPool(host='h', "
+                                "port=1): Max retries exceeded with url: /api (Caused by ResponseError('too many "
+                                "500 error responses'))")
+    assert reason(five_hundred) == "HTTP 500 each time"  # was "no connection": the server was there
+    refused = RuntimeError("HTTPConnectionPool(host='h', port=1): Max retries exceeded with url: /x (Caused by "
+                           "NewConnectionError('...: Failed to establish a new connection: [Errno 111] Connection "
+                           "refused'))")
+    assert reason(refused) == "connection refused"
+
+
 def test_metrics_drop_ray_internals():
     result = {"epoch": 3, "training_iteration": 3, "val_acc": 0.5, "train_loss": 1.0, "trainable_params": 10,
               "time_total_s": 2.0, "timestamp": 5, "pid": 7, "hostname": "h", "node_ip": "1.2.3.4", "done": False,

@@ -16,6 +16,7 @@ from typing import Any
 
 from trainables.bench.core import BATCH, MODEL
 from trainables.bench.output import Figure, check
+from trainables.tune.cluster import ensure_token
 
 CONCURRENCY = 2
 
@@ -45,6 +46,7 @@ class RayHead:
             return self
         port = _free_port()
         os.environ.setdefault("RAY_AUTH_MODE", "token")  # Ray's default for a `ray start` head; clients must match
+        ensure_token()
         cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", f"--port={port}",
                "--include-dashboard=false", "--disable-usage-stats"]
         if self.cpus:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 from urllib.parse import urlparse
@@ -39,7 +40,11 @@ DATABASES = ("postgresql", "mysql", "mssql", "databricks", "databricks-uc", "uc"
 def reason(e: BaseException) -> str:
     """A tracking error in a few words (requests' messages run to several hundred characters)."""
     text = str(e)
-    for needle, short in (("Connection refused", "connection refused"), ("timed out", "timed out"),
+    if m := re.search(r"too many (\d{3}) error responses", text):  # urllib3's retries ran out on HTTP errors
+        return f"HTTP {m.group(1)} each time"
+    for needle, short in (("CERTIFICATE_VERIFY_FAILED", f"its TLS certificate is not trusted: {_TLS_HINT}"),
+                          ("SSLError", f"TLS failed: {_TLS_HINT}"),
+                          ("Connection refused", "connection refused"), ("timed out", "timed out"),
                           ("Name or service not known", "unknown host"), ("Failed to resolve", "unknown host"),
                           ("Connection aborted", "connection lost"), ("Connection reset", "connection lost"),
                           ("RemoteDisconnected", "connection lost"), ("Max retries exceeded", "no connection")):
@@ -49,6 +54,11 @@ def reason(e: BaseException) -> str:
     return redact(text)[:200]  # requests quotes the URL, credentials and all (cut after: the whole secret goes)
 
 
+_TLS_HINT = "set MLFLOW_TRACKING_SERVER_CERT_PATH to its CA bundle, or MLFLOW_TRACKING_INSECURE_TLS=true"
+_AUTH_HINT = ("set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) to "
+              "credentials it accepts")
+
+
 def check_reachable(uri: str, *, file: str | None = None, timeout: float = 5.0) -> None:
     """Raise SpecError unless the tracking store answers (http: GET /health; sqlite/file: a writable folder)."""
     scheme = urlparse(uri).scheme
@@ -56,18 +66,22 @@ def check_reachable(uri: str, *, file: str | None = None, timeout: float = 5.0) 
     if "\x00" in uri:  # no path or URL holds one; MLflow spent 100 s retrying it
         raise SpecError(f"tracking.uri {redact(uri)!r} holds a NUL character", file=file, path="tracking.uri")
     if scheme in ("http", "https"):
-        import requests
+        from mlflow.utils.credentials import get_default_host_creds
+        from mlflow.utils.rest_utils import http_request
 
         try:
-            # the status line is the answer: a body sent a byte at a time is not waited for (timeout is per read)
-            r = requests.get(uri.rstrip("/") + "/health", timeout=timeout, stream=True)
+            # As MLflow itself asks (its credentials, TLS settings and headers from the environment), once.
+            # The status line is the answer: a body sent a byte at a time is not waited for (timeout is per read).
+            r = http_request(get_default_host_creds(uri), "/health", "GET", max_retries=0, backoff_factor=0,
+                             timeout=timeout, raise_on_status=False, stream=True)
             r.close()
-        except requests.RequestException as e:
+        except Exception as e:  # noqa: BLE001 - MLflow wraps every requests fault in MlflowException
             raise SpecError(f"the MLflow tracking server at {redact(uri)} does not answer ({reason(e)}); {hint}",
                             file=file, path="tracking.uri") from None
         if r.status_code != 200:
+            fix = _AUTH_HINT if r.status_code in (401, 403) else hint
             raise SpecError(f"the MLflow tracking server at {redact(uri)} answers /health with HTTP "
-                            f"{r.status_code}; {hint}", file=file, path="tracking.uri")
+                            f"{r.status_code}; {fix}", file=file, path="tracking.uri")
         return
     try:
         _check_local(uri, scheme, file, hint)

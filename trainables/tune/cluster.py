@@ -104,6 +104,22 @@ def _probe(address: str) -> None:
                         f"{_AUTH_HINT}", path="--address") from None
 
 
+def ensure_token() -> None:
+    """Before `ray start --head` under token auth (Ray's default): make the token a new local `ray.init()`
+    would make (~/.ray/auth_token) when none exists. `ray start` makes none: on a machine that never ran
+    Ray it refused to start."""
+    import subprocess
+    import sys
+
+    if os.environ.get("RAY_AUTH_MODE", "token").lower() != "token" or os.environ.get("RAY_AUTH_TOKEN"):
+        return
+    if os.path.isfile(os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")):
+        return
+    # Ray's own command, which writes a token only where none is; its output (the token) is not shown
+    subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "get-auth-token", "--generate"],
+                   capture_output=True, timeout=120, check=False)
+
+
 def check_resources(spec: Spec) -> None:
     """A trial that asks for more than any node of a fixed-size cluster (or this machine) has: SpecError
     naming resources.cpu / resources.gpu and what exists. An autoscaling cluster (TRAINABLES_CLUSTER=1)
