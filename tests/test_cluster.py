@@ -202,7 +202,10 @@ def token_auth() -> None:
     Ray caches the mode at import: refresh it as Ray does when it turns token auth on."""
     from ray._private.authentication.authentication_token_setup import _enable_token_auth
 
+    from trainables.tune.cluster import ensure_token
+
     if os.environ.get("RAY_AUTH_MODE", "token") == "token":
+        ensure_token()  # `ray start` makes none; on a machine that never ran Ray there is none
         _enable_token_auth()
 
 

@@ -537,3 +537,35 @@ def test_no_secret_reaches_mlflow_from_an_error_or_the_description(tmp_path):
     text = "\n".join(seen)
     assert "401 for url" in text and "weights from" in text  # both arrived ...
     assert "hunter2" not in text and "SECRETTOK" not in text  # ... without their secrets
+
+
+def test_a_name_mlflow_refuses_is_logged_under_one_it_takes(tmp_path):
+    """One metric or param name MLflow refuses (`acc@1`, `a//b`, over 250 characters) made the server refuse
+    its whole batch: every metric of those epochs, val_acc too, was lost, and the trial's params."""
+    import io
+
+    from mlflow import MlflowClient
+
+    from trainables.spec.load import parse_spec
+    from trainables.tracking.runs import Tracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = parse_spec(SPEC.format(name="names", limit=100, epochs=2, samples=1, uri=uri, retrain="false"))
+    said = io.StringIO()
+    tracker = Tracker(spec, str(tmp_path / "sweep"), stream=said)
+    tracker.start()
+    config = {"lr": 0.01, "opt@momentum": 0.9}
+    tracker.trial_started("t1", config)
+    for epoch in (1, 2):
+        tracker.trial_result("t1", config, {"epoch": epoch, "training_iteration": epoch, "val_acc": 0.5 * epoch,
+                                            "acc@1": 0.4, "a//b": 1.0, "val/acc": 0.3, "x" * 300: 2.0})
+    tracker.trial_ended("t1", "completed")
+    assert tracker.finish(None, wall_seconds=1.0, wait=120)
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = [r for r in client.search_runs([tracker.experiment_id]) if r.data.tags.get("trial_id") == "t1"]
+    assert [m.value for m in client.get_metric_history(run.info.run_id, "val_acc")] == [0.5, 1.0]
+    assert run.data.metrics["acc_1"] == 0.4 and run.data.metrics["a/b"] == 1.0 and run.data.metrics["val/acc"] == 0.3
+    assert run.data.metrics["x" * 249] == 2.0
+    assert run.data.params["opt_momentum"] == "0.9" and run.data.params["lr"] == "0.01"
+    assert said.getvalue().count("'acc@1' is logged as 'acc_1'") == 1  # said once, not every epoch
+    assert "val/acc" not in said.getvalue()  # a name MLflow takes is kept as it is

@@ -9,7 +9,7 @@ from typing import Any, Callable
 from trainables.errors import redact
 from trainables.results.layout import read_run_file
 from trainables.tracking.server import check_reachable, reason
-from trainables.tracking.values import metrics_of, param_value
+from trainables.tracking.values import metrics_of, mlflow_key, param_value
 
 
 def queue_retrained(submit: Callable[[str, Callable[[], None]], None], client, *, uri: str, parent_id: str,
@@ -34,7 +34,7 @@ def queue_retrained(submit: Callable[[str, Callable[[], None]], None], client, *
     submit("the retrained model's test metrics", lambda: client.log_batch(parent_id, metrics=metrics, tags=tags))
     if folder is None:
         return
-    params = {k: param_value(v)[:6000] for k, v in info.get("config", {}).items()}
+    params = {mlflow_key(k): param_value(v)[:6000] for k, v in info.get("config", {}).items()}
     submit("the retrained model", lambda: on_logged(log_model(client, uri, parent_id, experiment_id, folder, register,
                                                               params)))
 

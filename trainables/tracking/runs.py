@@ -53,7 +53,7 @@ class Tracker:
         self._finished = False
         self._client = None
         self._sender = Sender(self.say, self.shown, self._answers)
-        self.trials = Trials(spec, lambda: self.client, self._submit)
+        self.trials = Trials(spec, lambda: self.client, self._submit, self.say)
         self._warned: set[str] = set()
         # The REST client's own retries would hold the sender for minutes: it retries instead.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -172,7 +172,7 @@ class Tracker:
         if s.constraints:
             params["constraints"] = "; ".join(s.constraints)
         params.update({k: p.value for k, p in s.space.items() if not p.searched and k not in params})
-        batch = [Param(k, param_value(v)[:6000]) for k, v in params.items()]
+        batch = [Param(self.trials.key(k), param_value(v)[:6000]) for k, v in params.items()]
         parent = self.parent_id
         self._submit("the sweep's parameters", lambda: self.client.log_batch(parent, params=batch))
         for f in (s.source, str(Path(self.path) / "spec.yaml")):
@@ -265,7 +265,7 @@ class Tracker:
                 self.trials.highlight(best.trial_id)
                 if self.trials.children.get(best.trial_id) is not None:
                     tags.append(RunTag("best_trial_run", f"trial_{best.trial_id}"))
-            metrics = [Metric(k, float(v), now, 0) for k, v in values.items()]
+            metrics = [Metric(self.trials.key(k), float(v), now, 0) for k, v in values.items()]
             self._submit("the sweep's summary", lambda: self.client.log_batch(parent, metrics=metrics, tags=tags))
         self._submit("the end of the sweep", lambda: self.client.set_terminated(parent, status))
         return self.wait(wait)

@@ -14,7 +14,15 @@ from typing import Any, Callable, Mapping
 
 from trainables.errors import redact
 from trainables.spec.schema import Spec
-from trainables.tracking.values import dataset_input, error_text, metrics_of, node_tags, param_value, step_of
+from trainables.tracking.values import (
+    dataset_input,
+    error_text,
+    metrics_of,
+    mlflow_key,
+    node_tags,
+    param_value,
+    step_of,
+)
 
 TRIAL_TAG = "trial_id"  # child: Ray's trial id (how --resume finds the child again)
 PARENT_TAG = "mlflow.parentRunId"  # what makes a run nested in `mlflow ui`
@@ -69,10 +77,13 @@ class _Child:
 
 class Trials:
     """The children of one parent run. `client` returns the tracker's MlflowClient; `submit(what, fn)`
-    queues fn on the sender. `bind` names the parent once the tracker has started (or found) it."""
+    queues fn on the sender; `say` tells the user. `bind` names the parent once the tracker has started
+    (or found) it."""
 
-    def __init__(self, spec: Spec, client: Callable[[], Any], submit: Callable[[str, Callable[[], None]], None]):
-        self.spec, self._client, self._submit = spec, client, submit
+    def __init__(self, spec: Spec, client: Callable[[], Any], submit: Callable[[str, Callable[[], None]], None],
+                 say: Callable[[str], None] = lambda message: None):
+        self.spec, self._client, self._submit, self._say = spec, client, submit, say
+        self._renamed: set[str] = set()
         self.experiment_id: str | None = None
         self.parent_id: str | None = None
         self.known: dict[str, str] = {}  # trial id -> child run id found under the parent
@@ -84,6 +95,15 @@ class Trials:
     @property
     def client(self):
         return self._client()
+
+    def key(self, name: str) -> str:
+        """name as MLflow takes it; a name changed is said once."""
+        key = mlflow_key(name)
+        if key != name and name not in self._renamed:
+            self._renamed.add(name)
+            self._say(f"{name[:80]!r} is logged as {key[:80]!r} (MLflow names hold letters, digits, spaces and "
+                      f"_ - . : / only, at most 250 characters)")
+        return key
 
     # -- trial events (on the driver) --
 
@@ -197,7 +217,7 @@ class Trials:
         # same row, which MLflow stores once.
         finite = isinstance(timestamp, (int, float)) and math.isfinite(timestamp)
         ts = int(float(timestamp) * 1000) if finite else int(time.time() * 1000)
-        child.buffer.extend(Metric(k, v, ts, step) for k, v in metrics.items())
+        child.buffer.extend(Metric(self.key(k), v, ts, step) for k, v in metrics.items())
         child.queued_step = max(child.queued_step, step)
 
     def _flush(self, child: _Child) -> None:
@@ -239,7 +259,7 @@ class Trials:
             c.update_run(child.run_id, status="RUNNING")
             c.log_batch(child.run_id, tags=[RunTag("status", "running")])
         if params and not child.params_logged:
-            c.log_batch(child.run_id, params=[Param(k, param_value(v)[:6000]) for k, v in params.items()])
+            c.log_batch(child.run_id, params=[Param(self.key(k), param_value(v)[:6000]) for k, v in params.items()])
             child.params_logged = True
 
     def _last_step(self, run_id: str) -> int:
@@ -279,7 +299,7 @@ class Trials:
         c = self.client
         have = c.get_run(child.run_id).data.params  # a param is written once: --resume sends it again
         whole = {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in params.items()}
-        fresh = [Param(k, param_value(v)) for k, v in whole.items() if k not in have]
+        fresh = [Param(self.key(k), param_value(v)) for k, v in whole.items() if self.key(k) not in have]
         if fresh:
             c.log_batch(child.run_id, params=fresh)
 
@@ -302,7 +322,7 @@ class Trials:
         self._ensure_open(child)
         summary = {"epochs_trained": float(max(child.queued_step, child.sent_step or 0))}
         if self.spec.metric in child.last:
-            summary[f"final_{self.spec.metric}"] = child.last[self.spec.metric]
+            summary[self.key(f"final_{self.spec.metric}")] = child.last[self.spec.metric]
         now = int(time.time() * 1000)
         self.client.log_batch(child.run_id, metrics=[Metric(k, v, now, 0) for k, v in summary.items()])
         tags = [RunTag("status", status)] + ([RunTag("error", redact(error)[:5000])] if error else [])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -18,6 +19,20 @@ def metrics_of(result: Mapping[str, Any]) -> dict[str, float]:
             continue
         out[k] = float(v)
     return out
+
+
+def mlflow_key(key: str) -> str:
+    """key as MLflow takes a metric or param name: a character it refuses (`acc@1`) as `_`, no path that
+    normalises to another name (`a//b`, `../x`), at most 250 characters. A name MLflow takes is kept.
+    (The server refuses a whole batch for one such name: every metric of those epochs was lost.)"""
+    from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH, path_not_unique, validate_param_and_metric_name
+
+    key = str(key)
+    if len(key) <= MAX_ENTITY_KEY_LENGTH and validate_param_and_metric_name(key) and not path_not_unique(key):
+        return key
+    name = re.sub(r"[^/\w.\- :]", "_", key)[:MAX_ENTITY_KEY_LENGTH - 1]
+    name = "/".join(part if part.strip(".") else "_" for part in name.split("/") if part) or "_"
+    return "_" + name if path_not_unique(name) else name
 
 
 def step_of(result: Mapping[str, Any]) -> int | None:
