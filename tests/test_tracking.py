@@ -569,3 +569,24 @@ def test_a_name_mlflow_refuses_is_logged_under_one_it_takes(tmp_path):
     assert run.data.params["opt_momentum"] == "0.9" and run.data.params["lr"] == "0.01"
     assert said.getvalue().count("'acc@1' is logged as 'acc_1'") == 1  # said once, not every epoch
     assert "val/acc" not in said.getvalue()  # a name MLflow takes is kept as it is
+
+
+def test_resume_finds_its_parent_run_by_folder_whatever_the_folder_is_called(tmp_path):
+    """Without the run file, --resume looks the parent up by its folder: a folder with a quote or a
+    backslash in its path (o'brien) matched nothing, and a second parent run was started."""
+    from trainables.results.layout import RUN_FILE
+    from trainables.spec.load import parse_spec
+    from trainables.tracking.runs import Tracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = parse_spec(SPEC.format(name="quoted", limit=100, epochs=1, samples=1, uri=uri, retrain="false"))
+    for folder in ("o'brien", "back\\slash", "both'\""):
+        path = tmp_path / folder / "quoted"
+        path.mkdir(parents=True)
+        first = Tracker(spec, str(path))
+        first.start()
+        assert first.finish(None, wall_seconds=1.0, wait=60)
+        (path / RUN_FILE).unlink()
+        again = Tracker(spec, str(path), resume=True)
+        assert again.start() == first.parent_id, folder
+        assert again.finish(None, wall_seconds=1.0, wait=60)

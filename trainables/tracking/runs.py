@@ -134,10 +134,11 @@ class Tracker:
                     return run.info.run_id
             except Exception:  # noqa: BLE001 - gone: look it up by tag below
                 pass
-        tag = f"tags.{SWEEP_TAG} = {quote(redact(self.path))}"
-        runs = self.client.search_runs([self.experiment_id], filter_string=tag,
-                                       order_by=["attributes.start_time DESC"], max_results=20)
-        parents = [r for r in runs if PARENT_TAG not in r.data.tags]
+        # By the sweep's name (a filter cannot hold a path with both quotes), then its folder compared here
+        runs = self.client.search_runs([self.experiment_id], filter_string=f"tags.sweep_name = {quote(self.spec.name)}",
+                                       order_by=["attributes.start_time DESC"], max_results=1000)
+        path = redact(self.path)
+        parents = [r for r in runs if PARENT_TAG not in r.data.tags and r.data.tags.get(SWEEP_TAG) == path]
         return parents[0].info.run_id if parents else None
 
     def _parent_tags(self) -> dict[str, str]:

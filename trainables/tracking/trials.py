@@ -36,8 +36,9 @@ BEST_COLOUR = "#EDC948"
 
 
 def quote(s: str) -> str:
-    """s as a string literal of an MLflow search filter."""
-    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    """s as a string literal of an MLflow search filter, which reads no escapes (`'o\\'brien'` matched nothing):
+    in double quotes where it holds a single one. Ids and sweep names hold neither."""
+    return f'"{s}"' if "'" in s else f"'{s}'"
 
 
 def find_children(client, experiment_id: str, parent: str, trial_id: str | None = None) -> dict[str, str]:
