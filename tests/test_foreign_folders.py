@@ -98,6 +98,32 @@ def test_a_foreign_run_file_creates_no_database(tmp_path):
     assert not db.exists()
 
 
+def test_a_report_is_not_attached_to_a_deleted_or_missing_parent_run(tmp_path):
+    """MLflow takes artifacts for a run in its trash: `tune report` said 'attached' to a run nobody sees; a run
+    id the store does not hold was 'run `tune report` again later', which could never help."""
+    from mlflow import MlflowClient
+
+    from trainables.tracking.models import attach_report
+
+    folder = _folder(tmp_path, [])
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    run = client.create_run(client.create_experiment("x")).info.run_id
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "report.md").write_text("# report\n")
+    (folder / "mlflow_run.json").write_text(json.dumps({"tracking_uri": uri, "run_id": run}))
+    client.delete_run(run)
+    line = attach_report(str(folder), tmp_path / "report")
+    assert "is deleted" in line and f"mlflow runs restore --run-id {run}" in line, line
+    assert not client.list_artifacts(run)
+    client.restore_run(run)
+    assert "attached" in attach_report(str(folder), tmp_path / "report")
+    assert [a.path for a in client.list_artifacts(run)] == ["report"]
+    (folder / "mlflow_run.json").write_text(json.dumps({"tracking_uri": uri, "run_id": "0" * 32}))
+    line = attach_report(str(folder), tmp_path / "report")
+    assert f"holds no run {'0' * 32}" in line and "again later" not in line, line
+
+
 def test_credentials_are_not_sent_to_a_server_a_folder_names(tmp_path, monkeypatch):
     """`tune report` of a folder from anywhere sent MLFLOW_TRACKING_TOKEN to the server its run file named."""
     import http.server

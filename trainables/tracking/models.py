@@ -148,7 +148,17 @@ def attach_report(sweep_path: str, folder: str | os.PathLike) -> str:
 
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")  # MLflow's 120 s was two minutes of silence
-        MlflowClient(tracking_uri=uri).log_artifacts(run_id, str(folder), "report")
+        client = MlflowClient(tracking_uri=uri)
+        try:
+            run = client.get_run(run_id)
+        except Exception as e:  # noqa: BLE001 - which fault: asked below
+            if getattr(e, "error_code", "") != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            return f"mlflow: {shown} holds no run {run_id} (the sweep's parent run); the report is not attached"
+        if run.info.lifecycle_stage == "deleted":  # MLflow takes artifacts for a run in its trash, unseen
+            return (f"mlflow: the sweep's parent run {run_id} at {shown} is deleted; restore it (mlflow runs restore "
+                    f"--run-id {run_id}) and run `tune report` again to attach the report")
+        client.log_artifacts(run_id, str(folder), "report")
     except Exception as e:  # noqa: BLE001 - the report is written; attaching it is a bonus
         return (f"mlflow: could not attach the report to parent run {run_id} at {shown} ({reason(e)}); "
                 f"run `tune report` again later")
