@@ -93,6 +93,8 @@ BAD = [
      "resources.workers=2"], "resources.workers", "data-parallel"),
     ("retrain_best for a user's trainable", ["trainable=tests.trainables_for_tests:reports_score",
      "final.retrain_best=true"], "final.retrain_best", "set it to false"),
+    ("a misspelt trainable", ["trainable=programm"], "trainable", "'program' (a script, with program:) or "
+     "'package.module:function', got 'programm'; did you mean 'program'?"),
     ("custom trainable that exits on import", ["trainable=tests.exits_on_import:f"], "trainable", "SystemExit"),
     ("a class that is no ray.tune.Trainable", ["trainable=tests.trainables_for_tests:NotATrainable"], "trainable",
      "is a class"),

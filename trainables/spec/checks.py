@@ -45,7 +45,8 @@ def check_spec(spec: Spec, doc) -> None:
 def _check_trainable_import(spec: Spec, doc) -> None:
     mod, sep, fn = spec.trainable.partition(":")
     if not sep or not mod or not fn:
-        raise doc.error(f"expected 'classifier' or 'package.module:function', got {short(spec.trainable)}",
+        raise doc.error(f"expected 'classifier', 'program' (a script, with program:) or 'package.module:function', "
+                        f"got {short(spec.trainable)}{did_you_mean(spec.trainable, ('classifier', 'program'))}",
                         ("trainable",))
     try:
         obj = getattr(importlib.import_module(mod), fn)
