@@ -2,6 +2,7 @@
 bigger than the machine, a trainable that never reports the metric, a Ray address file of a dead head."""
 from __future__ import annotations
 
+import math
 import os
 import shlex
 import signal
@@ -150,6 +151,13 @@ def test_metric_check_tells_a_diverged_trial_from_no_number():
     for value in ("high", None, True, [0.5], 10**400):
         check = MetricCheck("score")
         assert check("t", {"score": value}) and check.stop_all() and check.absent == "score", value
+    # a nested value, as Ray Tune names it: found, and its text replaced where the scheduler reads it
+    check = MetricCheck("val/acc")
+    assert not check("t", {"val": {"acc": 0.5}})
+    nested = {"val": {"acc": "high"}, "epoch": 1}
+    assert check("t", nested) and check.not_number == "'high'" and math.isnan(nested["val"]["acc"])
+    check = MetricCheck("val/acc")
+    assert check("t", {"val": {"loss": 0.5}}) and check.missing == ["val/loss"]
 
 
 def test_a_ray_address_file_of_a_dead_head_does_not_hang(tmp_path):

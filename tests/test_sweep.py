@@ -75,6 +75,35 @@ final: {report: false}
     assert "0 completed, 0 stopped early, 3 errored" in out
 
 
+def test_a_nested_metric_is_named_as_ray_tune_names_it(tune_in_process, tmp_path):
+    """`tune.report({"val": {"acc": a}})` with `metric: val/acc`, as Ray Tune's searchers and schedulers read it:
+    the sweep stopped at once with "reports no 'val/acc'"."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = write(tmp_path / "n.yaml", f"""\
+name: nested
+trainable: tests.trainables_for_tests:reports_nested
+metric: val/acc
+epochs: 2
+parameters: {{x: {{choice: [1, 2, 3]}}}}
+search: {{algorithm: optuna, num_samples: 3}}
+scheduler: {{name: asha, grace_period: 1}}
+tracking: {{uri: '{uri}'}}
+""")
+    out = tune_in_process("run", spec, cwd=tmp_path, check=0)
+    assert "3 trials: 3 completed" in out and "best trials by val/acc (max)" in out, out
+    assert re.search(r"trial \w+ completed +val/acc=0.6000 after 2 epochs", out), out
+    best = run_cli("best", "nested", cwd=tmp_path, check=0).stdout
+    assert "x: 3" in best, best
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("nested").experiment_id])
+    children = [r for r in runs if "trial_id" in r.data.tags]
+    assert len(children) == 3 and all(len(client.get_metric_history(r.info.run_id, "val/acc")) == 2
+                                      for r in children)
+    assert "val/acc" in (tmp_path / "reports" / "nested" / "report.md").read_text()
+
+
 def test_a_sweep_on_remote_storage_is_a_sweep_like_any_other(tune_in_process, tmp_path):
     """--storage as a URI (s3:// on a cluster; file:// here goes through the same pyarrow filesystem): the
     sweep ends with its summary, retrain and report, and keeps its spec there, so that `tune best`, `tune

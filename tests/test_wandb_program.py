@@ -250,6 +250,17 @@ def test_only_finite_values_count_and_a_summary_only_metric_is_reported_once(tmp
     assert reports == [{"loss": 0.3}]
 
 
+def test_a_script_that_never_logs_its_metric_reports_what_it_logged(tmp_path):
+    """Logging another name (val_los for loss) reported nothing: the sweep ran every trial to "no trial reported
+    loss", never saying what the script did log. Now its rows are reported once, at its end, and MetricCheck
+    stops the sweep naming them; a script that failed is a failed trial, as before."""
+    assert _run(tmp_path, "import wandb\nwandb.init()\nwandb.log({'val_los': 1.0, 'epoch': 1})\n", {}) == [
+        {"val_los": 1.0, "epoch": 1}]
+    assert _run(tmp_path, "print('hello')\n", {}) == [{}]
+    with pytest.raises(ProgramFailed):
+        _run(tmp_path, "import sys, wandb\nwandb.init()\nwandb.log({'acc': 1})\nsys.exit(3)\n", {})
+
+
 def test_a_module_program_runs_with_python_dash_m(tmp_path):
     (tmp_path / "mypkg").mkdir()
     (tmp_path / "mypkg" / "__init__.py").write_text("")
@@ -390,6 +401,12 @@ parameters:
     failed = load_sweep(str(tmp_path / "results" / "wb-fails"), None).trials
     assert len(failed) == 1 and failed[0].status == "errored"
     assert "train.py exited with code 1; the end of its stderr:\nboom" in Path(failed[0].error).read_text()
+    # a metric the script never logs: one clear error naming what it logs, not trials run to no result
+    (tmp_path / "train.py").write_text(SCRIPT)
+    out = tune_in_process("run", write(tmp_path / "typo.yaml", config.replace("wb-bayes", "wb-typo").replace(
+        "name: val_loss", "name: val_los")), "-o", "tracking.enabled=false", "-o", "final.report=false",
+        cwd=tmp_path, check=2)
+    assert "train.py logs no 'val_los' (the sweep's metric); it logged train_loss, val_loss" in out, out
 
 
 def test_json_args_file_is_the_nested_config(tmp_path):

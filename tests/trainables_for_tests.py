@@ -29,3 +29,9 @@ class NotATrainable:  # a class that Ray Tune cannot run (no ray.tune.Trainable)
 
 def reports_nan(config):
     tune.report({"val_acc": float("nan"), "epoch": 1})
+
+
+def reports_nested(config):
+    """Ray Tune names a nested value outer/inner: `metric: val/acc`."""
+    for epoch in range(1, 3):
+        tune.report({"val": {"acc": 0.1 * epoch * config["x"], "loss": 1.0 / epoch}, "epoch": epoch})

@@ -80,11 +80,15 @@ def run_sweep(spec: Spec, *, storage: str | None = None, resume: bool = False, s
                             f"(the spec's metric: each trial must report it as one); the sweep was stopped",
                             file=spec.source, path="metric")
         if metric_check.missing is not None:
-            absent = metric_check.absent
+            absent, had = metric_check.absent, ", ".join(metric_check.missing)
+            if spec.program is not None:  # a script's words: it logs through wandb
+                raise SpecError(f"{spec.program.file} logs no {absent!r} (the sweep's metric); "
+                                + (f"it logged {had}. Log {absent} with wandb.log, or set the metric to one of those"
+                                   if had else f"it logged nothing. Log {absent} with wandb.log")
+                                + "; the sweep was stopped", file=spec.source, path="metric")
             raise SpecError(f"{spec.trainable} reports no {absent!r} (the spec's metric); its first result had "
-                            f"{', '.join(metric_check.missing) or 'no keys'}. Report {absent} with "
-                            f"tune.report, or set metric: to one of those; the sweep was stopped",
-                            file=spec.source, path="metric")
+                            f"{had or 'no keys'}. Report {absent} with tune.report, or set metric: to one of those; "
+                            f"the sweep was stopped", file=spec.source, path="metric")
         interrupts.finishing = True
         final_steps(sweep, finished=finished, stream=stream, tracker=tracker)
         interrupts.check()  # a signal during the final steps whose exception a library swallowed

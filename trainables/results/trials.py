@@ -27,6 +27,21 @@ def _mapping(v: Any) -> dict[str, Any]:
     return {str(k): x for k, x in v.items()} if isinstance(v, dict) else {}
 
 
+def flat(result: Any, *, depth: int = 16) -> dict[str, Any]:
+    """A result as Ray Tune names its values for the searcher and the scheduler: a nested mapping's as
+    `outer/inner` (`tune.report({"val": {"acc": a}})` is `metric: val/acc`); its config left out. Tune's
+    callbacks and files hold it nested. (Ray's flatten_dict would import Ray Tune into `tune best`.)"""
+    out: dict[str, Any] = {}
+    for k, v in _mapping(result).items():
+        if k == "config":
+            continue
+        if isinstance(v, dict) and depth:
+            out.update({f"{k}/{inner}": x for inner, x in flat(v, depth=depth - 1).items()})
+        else:
+            out[k] = v
+    return out
+
+
 def _plain(v: Any) -> bool:
     """Not one of Tune's cloudpickled fallbacks ({"_type": "CLOUDPICKLE_FALLBACK", ...})."""
     return not (isinstance(v, dict) and v.get("_type") == "CLOUDPICKLE_FALLBACK")
@@ -71,17 +86,17 @@ class TrialFiles:
         return _as_restarted(out)
 
     def rows(self) -> list[dict[str, Any]]:
-        """The results without their config and other lists or mappings (one value per column). Only rows
+        """The results without their config and lists, nested values as `outer/inner` (one value per column). Only rows
         Tune wrote (with a training_iteration); each with a whole `epoch` (its iteration where it has none)."""
         out = []
         for row in self.raw_rows:
             it = row.get("training_iteration")
             if not _whole(it):
                 continue
-            flat = {k: v for k, v in row.items() if not isinstance(v, (dict, list))}
-            if not _whole(flat.get("epoch")):
-                flat["epoch"] = it
-            out.append(flat)
+            one = {k: v for k, v in flat(row).items() if not isinstance(v, (dict, list))}
+            if not _whole(one.get("epoch")):
+                one["epoch"] = it
+            out.append(one)
         return out
 
     def trainable_layers(self) -> list[str]:
@@ -179,7 +194,7 @@ class SweepFolder:
             error_name = meta.get("error_filename")
             out.append(TrialFiles(self, _one_line(trial["trial_id"]), str(trial.get("status", "PENDING")),
                                   {k: v for k, v in config.items() if _plain(v)},
-                                  {k: v for k, v in last.items() if k != "config"},
+                                  flat(last),
                                   dirname if _inside(dirname) else None,
                                   error_name if _inside(error_name) else None))
         return out

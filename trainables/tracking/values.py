@@ -9,12 +9,13 @@ from typing import Any, Mapping
 
 from trainables.errors import redact
 from trainables.results.read import RAY_KEYS
+from trainables.results.trials import flat
 
 
 def metrics_of(result: Mapping[str, Any]) -> dict[str, float]:
     """The model's numeric metrics in a Ray result (or a history row): no Ray internals, no config."""
     out = {}
-    for k, v in result.items():
+    for k, v in flat(result).items():  # a nested value as Ray Tune names it: val/acc
         if k in RAY_KEYS or k.startswith("config/") or isinstance(v, bool) or not isinstance(v, (int, float)):
             continue
         out[k] = float(v)

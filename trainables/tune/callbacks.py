@@ -11,6 +11,7 @@ from ray.tune.stopper import Stopper
 from trainables.core.training import clean_config
 from trainables.errors import SpecError, short
 from trainables.results.read import RAY_KEYS, STOPPED, trial_status
+from trainables.results.trials import flat
 from trainables.spec.schema import Spec
 from trainables.tune import _ray_private
 
@@ -123,17 +124,18 @@ class MetricCheck(Stopper):
         self.not_number: str | None = None  # the value it had instead of a number
 
     def __call__(self, trial_id: str, result: dict) -> bool:
-        absent = [m for m in self.metrics if m not in result]
+        values = flat(result)  # Tune hands stoppers the result as reported; the searcher reads `val/acc` of it
+        absent = [m for m in self.metrics if m not in values]
         if absent:
-            self.absent, self.missing = absent[0], sorted(k for k in result if k not in RAY_KEYS)
+            self.absent, self.missing = absent[0], sorted(k for k in values if k not in RAY_KEYS)
             return True
         for m in self.metrics:  # NaN or inf is a trial that diverged; text, None or 10**400 is no number at all
-            v = result[m]
+            v = values[m]
             if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, int) and _too_big(v)):
                 self.absent, self.not_number = m, short(v, 60)
                 # this dict becomes the trial's last result, which the scheduler and the searcher read as it
                 # stops (ASHA multiplies it): a NaN there is a trial without a value, the text an OverflowError
-                result[m] = float("nan")
+                _set(result, m, float("nan"))
                 return True
         return False
 
@@ -141,6 +143,16 @@ class MetricCheck(Stopper):
         return self.missing is not None or self.not_number is not None
 
 
+
+
+def _set(result: dict, name: str, value: float) -> None:
+    """result's value called name as flat() names it (`val/acc`: result["val"]["acc"]) set to value."""
+    if name in result:
+        result[name] = value
+        return
+    for k, inner in result.items():
+        if isinstance(inner, dict) and name.startswith(f"{k}/"):
+            _set(inner, name[len(k) + 1:], value)
 
 
 # ---- a cluster that has not got the resources (yet) ------------------------------------------

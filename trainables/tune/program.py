@@ -122,8 +122,8 @@ def run_program(config: dict[str, Any], *, file: str, command: list[str], metric
             elif proc.poll() is not None:  # ended: what it wrote last is read above; its children may linger
                 state.feed(_read(rows_fd))
                 break
-        state.end()
         code = proc.wait()
+        state.end(clean=code == 0 and not state.finished)
     finally:
         _stop(proc)
         os.close(rows_fd)
@@ -189,11 +189,14 @@ class _Rows:
                     self.reported += 1
                     self.report(dict(self.latest))  # Tune raises SystemExit here when it stops the trial
 
-    def end(self) -> None:
-        """A script that put its metric only in run.summary: reported once, at its end."""
-        if not self.reported and _finite(self.summary.get(self.metric)):
+    def end(self, clean: bool) -> None:
+        """At the script's end: a metric it put only in run.summary is reported once; a script that ended well
+        without ever logging its metric (another name) reports what it did log, so that the sweep stops
+        naming those (MetricCheck). One that logged it only as NaN or inf reports nothing: it diverged."""
+        logged = {**self.latest, **self.summary}
+        if not self.reported and (_finite(self.summary.get(self.metric)) or (clean and self.metric not in logged)):
             self.reported += 1
-            self.report({**self.latest, **self.summary})
+            self.report(logged)
 
 
 def _finite(v: Any) -> bool:

@@ -16,6 +16,7 @@ from ray.tune import Callback
 
 from trainables.core.numbers import finite
 from trainables.results.read import trial_status
+from trainables.results.trials import flat
 from trainables.spec.schema import Spec
 
 EVERY_ENV = "TRAINABLES_PROGRESS_SECONDS"  # seconds between plain progress lines (default 30)
@@ -64,7 +65,7 @@ class Progress(Callback):
         epoch = int(result.get("training_iteration", r.epoch))
         self.state.epochs_done += max(0, epoch - r.epoch)
         r.epoch = epoch
-        value = finite(result.get(self.metric))  # a user's trainable may report 10**400, or text
+        value = finite(flat(result).get(self.metric))  # a user's trainable may report 10**400, or text
         r.value = value if value is not None else r.value
         took = finite(result.get("epoch_seconds", result.get("time_this_iter_s")))
         r.seconds_per_epoch = took if took is not None else r.seconds_per_epoch
@@ -107,7 +108,7 @@ class Progress(Callback):
         status = "errored" if error else trial_status(trial, self.epochs, ends_itself=self.ends_itself)
         self.state.ended[status] = self.state.ended.get(status, 0) + 1
         r = trial.last_result or {}
-        value = r.get(self.metric)
+        value = flat(r).get(self.metric)
         shown = f"{self.metric}={value:.4f}" if isinstance(value, (int, float)) else "no result"
         done = sum(self.state.ended.values())
         self._print(f"[{time.time() - self.start:6.0f}s] trial {trial.trial_id} {status:13s} {shown} after "
