@@ -347,3 +347,13 @@ def test_a_program_command_that_cannot_start_is_named_before_any_trial(tmp_path)
         result = _validate(tmp_path, wandb + f"command: {command}\n")
         assert result.exit_code == 2 and "program.command" in result.output and words in result.output, result.output
     assert _validate(tmp_path, wandb).exit_code == 0  # W&B's default: ${env} ${interpreter} ${program} ${args}
+    # python -m of a module that is not there (passed, then every trial failed "No module named ...")
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "train.py").write_text("print('hi')\n")
+    module = "command: ['${env}', '${interpreter}', '-m', '${program}', '${args}']\n"
+    for name in ("pkg.trian", "nopkg.train", "pkg..x"):
+        result = _validate(tmp_path, wandb.replace("program: train.py", f"program: {name}") + module)
+        assert result.exit_code == 2 and "program.file" in result.output and f"no module {name!r}" in result.output, \
+            result.output
+    assert _validate(tmp_path, wandb.replace("program: train.py", "program: pkg.train") + module).exit_code == 0

@@ -41,6 +41,10 @@ def _program(spec: Spec) -> None:
     file, command = spec.program.file, spec.program.command
     if "${program}" in command and "-m" not in command and not Path(file).is_file():
         raise _error(spec, f"no such file {short(file)} (from {Path.cwd()})", "program.file")
+    missing = "${program}" in command and "-m" in command and "${interpreter}" in command and _module_missing(file)
+    if missing:
+        raise _error(spec, f"{missing} for `python -m` (from {Path.cwd()}); each trial would fail to start it",
+                     "program.file")
     # the launcher (after ${env}, /usr/bin/env's PATH lookup): a missing one failed every trial, blaming the script
     launcher = next((c for c in command if c != "${env}"), "${interpreter}")
     if launcher.startswith("${") and launcher.endswith("}") and not launcher.startswith("${envvar:"):
@@ -51,6 +55,23 @@ def _program(spec: Spec) -> None:
         what = "is not an executable file" if os.sep in launcher else "is not found on PATH"
         raise _error(spec, f"the command's {short(launcher)} {what}; each trial would fail to start it",
                      "program.command")
+
+
+def _module_missing(name: str) -> str | None:
+    """Why `python -m name` would not find it here (this Python, where `tune run` starts: where trials run
+    it), or None."""
+    import importlib.util
+    import sys
+
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        found = importlib.util.find_spec(name)
+    except ModuleNotFoundError:  # its package is not there
+        found = None
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - a parent package that fails on import, a name like 'a..b'
+        return f"cannot look up module {short(name)}: {type(e).__name__}: {short(str(e), 200)}"
+    return None if found is not None else f"no module {short(name)}"
 
 
 def _error(spec: Spec, message: str, path: str) -> SpecError:
