@@ -153,6 +153,18 @@ def test_reachability(tmp_path):
         assert e.value.path == "tracking.uri"
 
 
+
+def test_a_folder_store_is_refused_before_the_sweep_as_mlflow_would_refuse_it(tmp_path, monkeypatch):
+    """MLflow 3 refuses its file store unless MLFLOW_ALLOW_FILE_STORE=true: a folder passed `tune validate`,
+    then the sweep stopped once Ray had started, its hint cut off."""
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    for uri in (str(tmp_path / "mlruns"), (tmp_path / "mlruns").as_uri()):
+        with pytest.raises(SpecError, match="MLflow refuses .* sqlite:///mlflow.db .* MLFLOW_ALLOW_FILE_STORE=true"):
+            check_reachable(uri)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    check_reachable(str(tmp_path / "mlruns"))  # the user's choice, as MLflow allows it
+
+
 def test_a_server_that_sends_its_answer_a_byte_at_a_time_is_not_waited_for():
     """requests' timeout is per read: a /health body dribbled a byte every 2 s held `tune validate` forever."""
     import http.server

@@ -83,6 +83,13 @@ def check_reachable(uri: str, *, file: str | None = None, timeout: float = 5.0) 
             raise SpecError(f"the MLflow tracking server at {redact(uri)} answers /health with HTTP "
                             f"{r.status_code}; {fix}", file=file, path="tracking.uri")
         return
+    if scheme in ("", "file"):
+        from mlflow.environment_variables import MLFLOW_ALLOW_FILE_STORE
+
+        if not MLFLOW_ALLOW_FILE_STORE.get():  # what MLflow 3 raises once the sweep has started
+            raise SpecError(f"tracking.uri {redact(uri)} is a folder, which MLflow refuses (its file store is in "
+                            f"maintenance mode): use sqlite:///mlflow.db (`mlflow migrate-filestore` moves an mlruns "
+                            f"folder into one), or set MLFLOW_ALLOW_FILE_STORE=true", file=file, path="tracking.uri")
     try:
         _check_local(uri, scheme, file, hint)
     except (OSError, ValueError) as e:  # a name too long, a NUL byte: the path cannot be one
