@@ -357,3 +357,22 @@ def test_a_program_command_that_cannot_start_is_named_before_any_trial(tmp_path)
         assert result.exit_code == 2 and "program.file" in result.output and f"no module {name!r}" in result.output, \
             result.output
     assert _validate(tmp_path, wandb.replace("program: train.py", "program: pkg.train") + module).exit_code == 0
+
+
+@pytest.mark.parametrize("name", ["TRAINABLES_MLFLOW_WAIT", "TRAINABLES_RESOURCE_TIMEOUT",
+                                  "TRAINABLES_PROGRESS_SECONDS", "TRAINABLES_PROBE_TIMEOUT"])
+def test_seconds_from_the_environment_are_checked_before_the_sweep(tmp_path, monkeypatch, name):
+    """`float(os.environ[...])`: a typo was a ValueError traceback, TRAINABLES_MLFLOW_WAIT's at the end of the
+    sweep, after every trial had run; nan or a negative number waited oddly or not at all."""
+    from trainables.errors import SECONDS, env_seconds
+
+    spec = write(tmp_path / "s.yaml", SPEC)
+    for bad in ("5m", "nan", "-1", "inf"):
+        monkeypatch.setenv(name, bad)
+        result = tune("run", spec, "--dry-run", cwd=tmp_path)
+        assert result.exit_code == 2 and f"${name}={bad!r} is not a number of seconds" in result.output, \
+            result.output
+    monkeypatch.setenv(name, " 7.5 ")
+    assert env_seconds(name) == 7.5 and tune("run", spec, "--dry-run", cwd=tmp_path).exit_code == 0
+    monkeypatch.setenv(name, "")
+    assert env_seconds(name) == SECONDS[name]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from trainables.errors import SpecError, redact
+from trainables.errors import SECONDS, SpecError, env_seconds, redact
 
 
 def _fail(e: Exception) -> None:
@@ -146,6 +146,8 @@ def run(spec_file, overrides, address, storage, resume, dry_run):
 
     try:
         spec = _feasible(preflight(_said(load_spec(spec_file, overrides)), say=click.echo))
+        for name in SECONDS:  # each is read when it is needed, one at the end of the sweep: checked now
+            env_seconds(name)
         if spec.tracking.enabled and not dry_run:  # before Ray starts: a server that is down costs nothing
             check_reachable(resolve_uri(spec.tracking.uri), file=spec.source)
         path = layout.experiment_dir(spec, storage)

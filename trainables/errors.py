@@ -1,4 +1,5 @@
-"""The one error type for bad input: it names the file, the key path and, where known, the line."""
+"""The one error type for bad input: it names the file, the key path and, where known, the line; and the
+settings read from the environment, checked as input."""
 from __future__ import annotations
 
 
@@ -48,3 +49,28 @@ def redact(text: str) -> str:
     return re.sub(r"(?i)([?&;#](?:[a-z_-]*token|[a-z_-]*key|password|passwd|pass|pwd|[a-z_-]*secret|signature|sig|"
                   r"auth[a-z_-]*|"
                   r"credential|x-amz-[a-z-]+)=)[^&\s'\"]+", r"\1***", text)
+
+
+# Seconds read from the environment, and their defaults (README: Environment).
+SECONDS = {"TRAINABLES_MLFLOW_WAIT": 300.0,  # the end of a sweep waits this long for an absent MLflow server
+           "TRAINABLES_RESOURCE_TIMEOUT": 3600.0,  # trials that cannot start for this long end the sweep (0: never)
+           "TRAINABLES_PROGRESS_SECONDS": 30.0,  # between plain progress lines
+           "TRAINABLES_PROBE_TIMEOUT": 120.0}  # a joined cluster that runs no task for this long is refused
+
+
+def env_seconds(name: str) -> float:
+    """$name as seconds (a finite number >= 0), its default when unset or empty; SpecError otherwise (a typo
+    there was a ValueError traceback, some at the end of a sweep)."""
+    import math
+    import os
+
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return SECONDS[name]
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise SpecError(f"${name}={short(raw)} is not a number of seconds >= 0 (unset: {SECONDS[name]:g})")
+    return value

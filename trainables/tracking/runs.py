@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 from urllib.parse import urlparse
 
-from trainables.errors import SpecError, redact
+from trainables.errors import SpecError, env_seconds, redact
 from trainables.results.layout import is_remote, read_run_file, read_skipped, write_run_file
 from trainables.spec.schema import Spec
 from trainables.tracking.models import queue_retrained
@@ -274,7 +274,7 @@ class Tracker:
     def wait(self, timeout: float | None = None, *, quiet: bool = False) -> bool:
         """Wait until MLflow has taken every queued operation (at most `timeout`, default
         $TRAINABLES_MLFLOW_WAIT or 300 s); False if some are still queued."""
-        timeout = float(os.environ.get(WAIT_ENV, 300)) if timeout is None else timeout
+        timeout = env_seconds(WAIT_ENV) if timeout is None else timeout
         if quiet and self._sender.failing_since is not None:
             return False
         if self._sender.drain(min(timeout, 10.0)):

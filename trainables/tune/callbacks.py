@@ -1,7 +1,6 @@
 """Tune callbacks on the sweep driver: MLflow events, --resume's mending, the metric check, waiting."""
 from __future__ import annotations
 
-import os
 import sys
 import time
 
@@ -9,7 +8,7 @@ from ray.tune import Callback
 from ray.tune.stopper import Stopper
 
 from trainables.core.training import clean_config
-from trainables.errors import SpecError, short
+from trainables.errors import SpecError, env_seconds, short
 from trainables.results.read import RAY_KEYS, STOPPED, trial_status
 from trainables.results.trials import flat
 from trainables.spec.schema import Spec
@@ -164,7 +163,7 @@ class WaitingForResources(DriverCallback):
 
     def __init__(self, spec: Spec, stream=None, every: float = 60.0):
         self.cpu, self.gpu, self.every = spec.resources.cpu, spec.resources.gpu, every
-        self.timeout = float(os.environ.get("TRAINABLES_RESOURCE_TIMEOUT", 3600))  # read on each run
+        self.timeout = env_seconds("TRAINABLES_RESOURCE_TIMEOUT")  # read on each run
         self.stream, self.since, self.said = stream, None, 0.0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from trainables.errors import SpecError, short
+from trainables.errors import SpecError, env_seconds, short
 from trainables.results.layout import storage_root
 from trainables.spec.schema import Spec
 
@@ -93,7 +93,7 @@ def _probe(address: str) -> None:
     def ping() -> int:
         return 1
 
-    timeout = float(os.environ.get("TRAINABLES_PROBE_TIMEOUT", 120))
+    timeout = env_seconds("TRAINABLES_PROBE_TIMEOUT")
     try:
         ray.get(ping.remote(), timeout=timeout)
     except ray.exceptions.GetTimeoutError:

@@ -7,7 +7,6 @@ best so far and an estimate of the time left, instead of nothing until a trial f
 """
 from __future__ import annotations
 
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from dataclasses import dataclass, field
 from ray.tune import Callback
 
 from trainables.core.numbers import finite
+from trainables.errors import env_seconds
 from trainables.results.read import trial_status
 from trainables.results.trials import flat
 from trainables.spec.schema import Spec
@@ -48,7 +48,7 @@ class Progress(Callback):
         self.ends_itself = spec.ends_itself  # a program or function reports as long as it runs: no epoch count
         self.num_samples = spec.num_samples
         self.stream, self.start = stream or sys.stdout, time.time()
-        self.every = float(os.environ.get(EVERY_ENV, 30)) if every is None else every
+        self.every = env_seconds(EVERY_ENV) if every is None else every
         self.live_wanted = live
         self.state, self.said, self._live, self._drawn = _State(), time.monotonic(), None, 0.0
 
