@@ -352,11 +352,17 @@ def test_a_program_command_that_cannot_start_is_named_before_any_trial(tmp_path)
     (tmp_path / "pkg" / "__init__.py").write_text("")
     (tmp_path / "pkg" / "train.py").write_text("print('hi')\n")
     module = "command: ['${env}', '${interpreter}', '-m', '${program}', '${args}']\n"
-    for name in ("pkg.trian", "nopkg.train", "pkg..x"):
+    for name, words in (("pkg.trian", "no module"), ("nopkg.train", "no module"), ("pkg..x", "is not a module name")):
         result = _validate(tmp_path, wandb.replace("program: train.py", f"program: {name}") + module)
-        assert result.exit_code == 2 and "program.file" in result.output and f"no module {name!r}" in result.output, \
-            result.output
+        assert result.exit_code == 2 and "program.file" in result.output and words in result.output, result.output
     assert _validate(tmp_path, wandb.replace("program: train.py", "program: pkg.train") + module).exit_code == 0
+    # nothing of the user's runs in `tune validate`: not a package's __init__, nor the script (a -m elsewhere)
+    (tmp_path / "pkg" / "__init__.py").write_text("open('ran', 'w').close()\n")
+    (tmp_path / "train.py").write_text("open('ran', 'w').close()\n")
+    assert _validate(tmp_path, wandb.replace("program: train.py", "program: pkg.train") + module).exit_code == 0
+    odd = "command: ['${env}', '${interpreter}', '${program}', '-m', '5', '${args}']\n"
+    assert _validate(tmp_path, wandb + odd).exit_code == 0
+    assert not (tmp_path / "ran").exists()
 
 
 @pytest.mark.parametrize("name", ["TRAINABLES_MLFLOW_WAIT", "TRAINABLES_RESOURCE_TIMEOUT",
@@ -367,7 +373,7 @@ def test_seconds_from_the_environment_are_checked_before_the_sweep(tmp_path, mon
     from trainables.errors import SECONDS, env_seconds
 
     spec = write(tmp_path / "s.yaml", SPEC)
-    for bad in ("5m", "nan", "-1", "inf"):
+    for bad in ("5m", "nan", "-1", "inf", "1e306") + (("0",) if name == "TRAINABLES_PROBE_TIMEOUT" else ()):
         monkeypatch.setenv(name, bad)
         result = tune("run", spec, "--dry-run", cwd=tmp_path)
         assert result.exit_code == 2 and f"${name}={bad!r} is not a number of seconds" in result.output, \

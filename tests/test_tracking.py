@@ -161,6 +161,15 @@ def test_a_folder_store_is_refused_before_the_sweep_as_mlflow_would_refuse_it(tm
     for uri in (str(tmp_path / "mlruns"), (tmp_path / "mlruns").as_uri()):
         with pytest.raises(SpecError, match="MLflow refuses .* sqlite:///mlflow.db .* MLFLOW_ALLOW_FILE_STORE=true"):
             check_reachable(uri)
+    from trainables.tracking.models import attach_report
+
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "mlflow_run.json").write_text(f'{{"tracking_uri": "{tmp_path}/mlruns", "run_id": "r1"}}')
+    line = attach_report(str(tmp_path / "sweep"), tmp_path)  # said whole (was cut before its remedy)
+    assert "not attached" in line and "MLFLOW_ALLOW_FILE_STORE=true" in line and "again later" not in line, line
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "yes")  # MLflow's ValueError was a traceback
+    with pytest.raises(SpecError, match="MLFLOW_ALLOW_FILE_STORE='yes' is not true or false"):
+        check_reachable(str(tmp_path / "mlruns"))
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     check_reachable(str(tmp_path / "mlruns"))  # the user's choice, as MLflow allows it
 
@@ -256,6 +265,9 @@ def test_tracking_faults_in_a_few_words():
                            "NewConnectionError('...: Failed to establish a new connection: [Errno 111] Connection "
                            "refused'))")
     assert reason(refused) == "connection refused"
+    plain = RuntimeError("HTTPSConnectionPool(host='h', port=5000): Max retries exceeded with url: /health (Caused by "
+                         "SSLError(SSLError(1, '[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)')))")
+    assert reason(plain) == "it does not speak TLS: use http://"  # https:// to a plain server: no CA would help
 
 
 def test_metrics_drop_ray_internals():
@@ -566,7 +578,7 @@ def test_a_name_mlflow_refuses_is_logged_under_one_it_takes(tmp_path):
     said = io.StringIO()
     tracker = Tracker(spec, str(tmp_path / "sweep"), stream=said)
     tracker.start()
-    config = {"lr": 0.01, "opt@momentum": 0.9}
+    config = {"lr": 0.01, "opt@momentum": 0.9, "opt#momentum": 0.8}  # two names, one key: made two
     tracker.trial_started("t1", config)
     for epoch in (1, 2):
         tracker.trial_result("t1", config, {"epoch": epoch, "training_iteration": epoch, "val_acc": 0.5 * epoch,
@@ -579,6 +591,7 @@ def test_a_name_mlflow_refuses_is_logged_under_one_it_takes(tmp_path):
     assert run.data.metrics["acc_1"] == 0.4 and run.data.metrics["a/b"] == 1.0 and run.data.metrics["val/acc"] == 0.3
     assert run.data.metrics["x" * 249] == 2.0
     assert run.data.params["opt_momentum"] == "0.9" and run.data.params["lr"] == "0.01"
+    assert run.data.params["opt_momentum_2"] == "0.8"
     assert said.getvalue().count("'acc@1' is logged as 'acc_1'") == 1  # said once, not every epoch
     assert "val/acc" not in said.getvalue()  # a name MLflow takes is kept as it is
 

@@ -56,6 +56,7 @@ SECONDS = {"TRAINABLES_MLFLOW_WAIT": 300.0,  # the end of a sweep waits this lon
            "TRAINABLES_RESOURCE_TIMEOUT": 3600.0,  # trials that cannot start for this long end the sweep (0: never)
            "TRAINABLES_PROGRESS_SECONDS": 30.0,  # between plain progress lines
            "TRAINABLES_PROBE_TIMEOUT": 120.0}  # a joined cluster that runs no task for this long is refused
+ZERO_ALLOWED = {"TRAINABLES_MLFLOW_WAIT", "TRAINABLES_RESOURCE_TIMEOUT", "TRAINABLES_PROGRESS_SECONDS"}
 
 
 def env_seconds(name: str) -> float:
@@ -71,6 +72,9 @@ def env_seconds(name: str) -> float:
         value = float(raw)
     except ValueError:
         value = math.nan
-    if not math.isfinite(value) or value < 0:
-        raise SpecError(f"${name}={short(raw)} is not a number of seconds >= 0 (unset: {SECONDS[name]:g})")
+    least = 0 if name in ZERO_ALLOWED else 0.001  # a probe of 0 s would refuse every cluster
+    if not math.isfinite(value) or not least <= value <= 1e7:  # 1e306 s overflowed Ray's int(timeout * 1000)
+        shown = ">= 0" if least == 0 else "> 0"
+        raise SpecError(f"${name}={short(raw)} is not a number of seconds {shown} and <= 1e7 "
+                        f"(unset: {SECONDS[name]:g})")
     return value

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from trainables.errors import SpecError, short
-from trainables.spec.schema import ENVVAR, Spec
+from trainables.spec.schema import ENVVAR, Spec, runs_module
 
 SHOWN = 5  # bad files named in a message; the rest counted
 
@@ -39,9 +39,9 @@ def preflight(spec: Spec, *, say: Callable[[str], None] = print) -> Spec:
 def _program(spec: Spec) -> None:
     """The script each trial runs exists (relative to where `tune run` starts, as W&B's agent reads it)."""
     file, command = spec.program.file, spec.program.command
-    if "${program}" in command and "-m" not in command and not Path(file).is_file():
+    if "${program}" in command and not runs_module(command) and not Path(file).is_file():
         raise _error(spec, f"no such file {short(file)} (from {Path.cwd()})", "program.file")
-    missing = "${program}" in command and "-m" in command and "${interpreter}" in command and _module_missing(file)
+    missing = runs_module(command) and "${interpreter}" in command and _module_missing(file)
     if missing:
         raise _error(spec, f"{missing} for `python -m` (from {Path.cwd()}); each trial would fail to start it",
                      "program.file")
@@ -59,19 +59,23 @@ def _program(spec: Spec) -> None:
 
 def _module_missing(name: str) -> str | None:
     """Why `python -m name` would not find it here (this Python, where `tune run` starts: where trials run
-    it), or None."""
-    import importlib.util
+    it), or None. Looked up in the folders, part by part: nothing of the user's is imported (a package's
+    __init__ would run in this process)."""
     import sys
+    from importlib.machinery import PathFinder
 
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        found = importlib.util.find_spec(name)
-    except ModuleNotFoundError:  # its package is not there
-        found = None
-    except (Exception, SystemExit) as e:  # noqa: BLE001 - a parent package that fails on import, a name like 'a..b'
-        return f"cannot look up module {short(name)}: {type(e).__name__}: {short(str(e), 200)}"
-    return None if found is not None else f"no module {short(name)}"
+    parts = name.split(".")
+    if not all(part.isidentifier() for part in parts):
+        return f"{short(name)} is not a module name"
+    if parts[0] in sys.builtin_module_names:
+        return None
+    path = [os.getcwd(), *sys.path]  # `python -m` puts the folder it starts in first
+    for i, part in enumerate(parts):
+        found = PathFinder.find_spec(part, path)
+        if found is None or (i < len(parts) - 1 and not found.submodule_search_locations):
+            return f"no module {short(name)}"
+        path = list(found.submodule_search_locations or [])
+    return None
 
 
 def _error(spec: Spec, message: str, path: str) -> SpecError:

@@ -138,6 +138,11 @@ MACROS = ("${env}", "${interpreter}", "${program}", "${args}", "${args_no_hyphen
 ENVVAR = re.compile(r"\$\{envvar:([A-Z_][A-Z0-9_]*)\}")  # anywhere in an element
 
 
+def runs_module(command: list[str]) -> bool:
+    """The command runs ${program} as a module (`python -m ${program}`), not as a file."""
+    return any(a == "-m" and b == "${program}" for a, b in zip(command, command[1:], strict=False))
+
+
 class ProgramConfig(_Section):
     """`trainable: program`: each trial runs a training script (a W&B sweep's `program`), which reports
     through `wandb.log` to a stand-in for wandb (tune/program.py)."""

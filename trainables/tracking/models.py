@@ -6,7 +6,7 @@ import os
 import time
 from typing import Any, Callable
 
-from trainables.errors import redact
+from trainables.errors import SpecError, redact
 from trainables.results.layout import read_run_file
 from trainables.tracking.server import check_reachable, reason
 from trainables.tracking.values import metrics_of, mlflow_key, param_value
@@ -28,7 +28,7 @@ def queue_retrained(submit: Callable[[str, Callable[[], None]], None], client, *
     now = int(time.time() * 1000)
     metrics = [Metric("test_acc", info["test_acc"], now, 0), Metric("test_loss", info["test_loss"], now, 0)]
     for row in info.get("history", []):
-        metrics += [Metric(f"retrain_{k}", v, now, int(row["epoch"])) for k, v in metrics_of(row).items()]
+        metrics += [Metric(mlflow_key(f"retrain_{k}"), v, now, int(row["epoch"])) for k, v in metrics_of(row).items()]
     metrics = [m for m in metrics if math.isfinite(m.value)]
     tags = [RunTag("retrained_trial_id", info["trial_id"])]
     submit("the retrained model's test metrics", lambda: client.log_batch(parent_id, metrics=metrics, tags=tags))
@@ -143,7 +143,7 @@ def attach_report(sweep_path: str, folder: str | os.PathLike) -> str:
         return (f"mlflow: the report is not attached: the sweep's run file names {shown}, and {', '.join(held)} "
                 f"would be sent there; set MLFLOW_TRACKING_URI to {shown} if that is your server")
     try:
-        check_reachable(uri, timeout=5.0)
+        check_reachable(uri, timeout=5.0, hint="run `tune report` again once it answers")
         from mlflow import MlflowClient
 
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -159,6 +159,8 @@ def attach_report(sweep_path: str, folder: str | os.PathLike) -> str:
             return (f"mlflow: the sweep's parent run {run_id} at {shown} is deleted; restore it (mlflow runs restore "
                     f"--run-id {run_id}) and run `tune report` again to attach the report")
         client.log_artifacts(run_id, str(folder), "report")
+    except SpecError as e:  # a store that does not answer, or that MLflow refuses (a folder): said whole
+        return f"mlflow: the report is not attached: {e.message}"
     except Exception as e:  # noqa: BLE001 - the report is written; attaching it is a bonus
         return (f"mlflow: could not attach the report to parent run {run_id} at {shown} ({reason(e)}); "
                 f"run `tune report` again later")

@@ -134,12 +134,20 @@ class Tracker:
                     return run.info.run_id
             except Exception:  # noqa: BLE001 - gone: look it up by tag below
                 pass
-        # By the sweep's name (a filter cannot hold a path with both quotes), then its folder compared here
-        runs = self.client.search_runs([self.experiment_id], filter_string=f"tags.sweep_name = {quote(self.spec.name)}",
-                                       order_by=["attributes.start_time DESC"], max_results=1000)
         path = redact(self.path)
-        parents = [r for r in runs if PARENT_TAG not in r.data.tags and r.data.tags.get(SWEEP_TAG) == path]
-        return parents[0].info.run_id if parents else None
+        query = f"tags.sweep_name = {quote(self.spec.name)}"
+        if not ("'" in path and '"' in path):  # a filter's literal cannot hold both quotes: then compared below
+            query += f" and tags.{SWEEP_TAG} = {quote(path)}"
+        token = None
+        while True:  # newest first; its children carry the same tags, a page of them can come first
+            page = self.client.search_runs([self.experiment_id], filter_string=query, max_results=1000,
+                                           order_by=["attributes.start_time DESC"], page_token=token)
+            for r in page:
+                if PARENT_TAG not in r.data.tags and r.data.tags.get(SWEEP_TAG) == path:
+                    return r.info.run_id
+            token = page.token
+            if not token:
+                return None
 
     def _parent_tags(self) -> dict[str, str]:
         from trainables import __version__

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 from urllib.parse import urlparse
 
-from trainables.errors import SpecError, redact
+from trainables.errors import SpecError, redact, short
 
 DEFAULT_URI = "sqlite:///mlflow.db"  # MLflow's own default, made absolute where the sweep starts
 
@@ -42,14 +42,15 @@ def reason(e: BaseException) -> str:
     text = str(e)
     if m := re.search(r"too many (\d{3}) error responses", text):  # urllib3's retries ran out on HTTP errors
         return f"HTTP {m.group(1)} each time"
-    for needle, short in (("CERTIFICATE_VERIFY_FAILED", f"its TLS certificate is not trusted: {_TLS_HINT}"),
+    for needle, words in (("WRONG_VERSION_NUMBER", "it does not speak TLS: use http://"),  # https:// to plain http
+                          ("CERTIFICATE_VERIFY_FAILED", f"its TLS certificate is not trusted: {_TLS_HINT}"),
                           ("SSLError", f"TLS failed: {_TLS_HINT}"),
                           ("Connection refused", "connection refused"), ("timed out", "timed out"),
                           ("Name or service not known", "unknown host"), ("Failed to resolve", "unknown host"),
                           ("Connection aborted", "connection lost"), ("Connection reset", "connection lost"),
                           ("RemoteDisconnected", "connection lost"), ("Max retries exceeded", "no connection")):
         if needle in text:
-            return short
+            return words
     text = text.splitlines()[0] if text else type(e).__name__
     return redact(text)[:200]  # requests quotes the URL, credentials and all (cut after: the whole secret goes)
 
@@ -59,10 +60,13 @@ _AUTH_HINT = ("set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLF
               "credentials it accepts")
 
 
-def check_reachable(uri: str, *, file: str | None = None, timeout: float = 5.0) -> None:
-    """Raise SpecError unless the tracking store answers (http: GET /health; sqlite/file: a writable folder)."""
+RUN_HINT = "start the server, fix tracking.uri (or $MLFLOW_TRACKING_URI), or run with -o tracking.enabled=false"
+
+
+def check_reachable(uri: str, *, file: str | None = None, timeout: float = 5.0, hint: str = RUN_HINT) -> None:
+    """Raise SpecError unless the tracking store answers (http: GET /health; sqlite/file: a writable folder);
+    hint: what to do about a store that does not."""
     scheme = urlparse(uri).scheme
-    hint = "start the server, fix tracking.uri (or $MLFLOW_TRACKING_URI), or run with -o tracking.enabled=false"
     if "\x00" in uri:  # no path or URL holds one; MLflow spent 100 s retrying it
         raise SpecError(f"tracking.uri {redact(uri)!r} holds a NUL character", file=file, path="tracking.uri")
     if scheme in ("http", "https"):
@@ -83,18 +87,29 @@ def check_reachable(uri: str, *, file: str | None = None, timeout: float = 5.0) 
             raise SpecError(f"the MLflow tracking server at {redact(uri)} answers /health with HTTP "
                             f"{r.status_code}; {fix}", file=file, path="tracking.uri")
         return
-    if scheme in ("", "file"):
-        from mlflow.environment_variables import MLFLOW_ALLOW_FILE_STORE
-
-        if not MLFLOW_ALLOW_FILE_STORE.get():  # what MLflow 3 raises once the sweep has started
-            raise SpecError(f"tracking.uri {redact(uri)} is a folder, which MLflow refuses (its file store is in "
-                            f"maintenance mode): use sqlite:///mlflow.db (`mlflow migrate-filestore` moves an mlruns "
-                            f"folder into one), or set MLFLOW_ALLOW_FILE_STORE=true", file=file, path="tracking.uri")
+    if scheme in ("", "file") and not _file_store_allowed():  # what MLflow 3 raises once the sweep has started
+        raise SpecError(f"tracking.uri {redact(uri)} is a folder, which MLflow refuses (its file store is in "
+                        f"maintenance mode): use sqlite:///mlflow.db (`mlflow migrate-filestore` moves an mlruns "
+                        f"folder into one), or set MLFLOW_ALLOW_FILE_STORE=true", file=file, path="tracking.uri")
     try:
         _check_local(uri, scheme, file, hint)
     except (OSError, ValueError) as e:  # a name too long, a NUL byte: the path cannot be one
         raise SpecError(f"cannot write MLflow runs at {redact(uri)!r}: {type(e).__name__}: {reason(e)}; {hint}",
                         file=file, path="tracking.uri") from None
+
+
+def _file_store_allowed() -> bool:
+    """Whether this MLflow opens a folder store: MLflow 3 only with MLFLOW_ALLOW_FILE_STORE=true; MLflow 2
+    has no such switch and always does."""
+    try:
+        from mlflow.environment_variables import MLFLOW_ALLOW_FILE_STORE
+    except ImportError:
+        return True
+    try:
+        return MLFLOW_ALLOW_FILE_STORE.get()
+    except ValueError:  # MLflow reads only true/false/1/0
+        raise SpecError(f"MLFLOW_ALLOW_FILE_STORE={short(os.environ.get('MLFLOW_ALLOW_FILE_STORE'))} is not "
+                        f"true or false") from None
 
 
 def _check_local(uri: str, scheme: str, file: str | None, hint: str) -> None:

@@ -37,7 +37,7 @@ BEST_COLOUR = "#EDC948"
 
 def quote(s: str) -> str:
     """s as a string literal of an MLflow search filter, which reads no escapes (`'o\\'brien'` matched nothing):
-    in double quotes where it holds a single one. Ids and sweep names hold neither."""
+    in double quotes where it holds a single one (one holding both cannot be written)."""
     return f'"{s}"' if "'" in s else f"'{s}'"
 
 
@@ -84,7 +84,8 @@ class Trials:
     def __init__(self, spec: Spec, client: Callable[[], Any], submit: Callable[[str, Callable[[], None]], None],
                  say: Callable[[str], None] = lambda message: None):
         self.spec, self._client, self._submit, self._say = spec, client, submit, say
-        self._renamed: set[str] = set()
+        self._keys: dict[str, str] = {}  # a metric or param name -> the name MLflow has it under
+        self._names: dict[str, str] = {}  # ... and back
         self.experiment_id: str | None = None
         self.parent_id: str | None = None
         self.known: dict[str, str] = {}  # trial id -> child run id found under the parent
@@ -98,10 +99,16 @@ class Trials:
         return self._client()
 
     def key(self, name: str) -> str:
-        """name as MLflow takes it; a name changed is said once."""
-        key = mlflow_key(name)
-        if key != name and name not in self._renamed:
-            self._renamed.add(name)
+        """name as MLflow takes it, the same all sweep long; a name changed is said once, and made unlike
+        any other name's (`a@b`, `a#b`: one batch with a param twice is refused whole)."""
+        if name in self._keys:
+            return self._keys[name]
+        key = base = mlflow_key(name)
+        n = 2
+        while key != name and self._names.get(key, name) != name:
+            key, n = f"{base[:240]}_{n}", n + 1
+        self._keys[name], self._names[key] = key, name
+        if key != name:
             self._say(f"{name[:80]!r} is logged as {key[:80]!r} (MLflow names hold letters, digits, spaces and "
                       f"_ - . : / only, at most 250 characters)")
         return key
@@ -260,7 +267,8 @@ class Trials:
             c.update_run(child.run_id, status="RUNNING")
             c.log_batch(child.run_id, tags=[RunTag("status", "running")])
         if params and not child.params_logged:
-            c.log_batch(child.run_id, params=[Param(self.key(k), param_value(v)[:6000]) for k, v in params.items()])
+            names = sorted(params, key=lambda k: mlflow_key(k) != k)  # names MLflow takes keep them
+            c.log_batch(child.run_id, params=[Param(self.key(k), param_value(params[k])[:6000]) for k in names])
             child.params_logged = True
 
     def _last_step(self, run_id: str) -> int:

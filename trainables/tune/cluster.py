@@ -116,8 +116,11 @@ def ensure_token() -> None:
     if os.path.isfile(os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")):
         return
     # Ray's own command, which writes a token only where none is; its output (the token) is not shown
-    subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "get-auth-token", "--generate"],
-                   capture_output=True, timeout=120, check=False)
+    try:
+        subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "get-auth-token", "--generate"],
+                       capture_output=True, timeout=120, check=False)
+    except (OSError, subprocess.SubprocessError):
+        pass  # then `ray start` says what is missing, in Ray's words
 
 
 def check_resources(spec: Spec) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from trainables.core.numbers import finite
-from trainables.spec.schema import ENVVAR
+from trainables.spec.schema import ENVVAR, runs_module
 
 STANDIN = str(Path(__file__).parent / "standin")
 TAIL = 30  # lines of the program's stderr kept for the error of a failed trial
@@ -84,7 +84,7 @@ def run_program(config: dict[str, Any], *, file: str, command: list[str], metric
     (with the latest value of every other number logged so far). ProgramFailed on a non-zero exit.
     home: where `tune run` started; the program runs there (as under W&B's agent) when this node has
     it, else in this process's folder (a `ray job submit --working-dir` copy on another node)."""
-    uses_file = "${program}" in command and "-m" not in command
+    uses_file = "${program}" in command and not runs_module(command)
     cwd = home if Path(home).is_dir() and (Path(home, file).exists() or not uses_file) else os.getcwd()
     values = nested(config, paths or {})
     folder = Path(workdir) / "wandb" / f"sweep-{sweep}"
