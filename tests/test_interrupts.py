@@ -158,6 +158,10 @@ def test_metric_check_tells_a_diverged_trial_from_no_number():
     assert check("t", nested) and check.not_number == "'high'" and math.isnan(nested["val"]["acc"])
     check = MetricCheck("val/acc")
     assert check("t", {"val": {"loss": 0.5}}) and check.missing == ["val/loss"]
+    # once the metric has been reported, a result without it (a script that logs it for some configurations
+    # only) ends that trial, not the sweep
+    check = MetricCheck("score")
+    assert not check("t1", {"score": 0.5}) and check("t2", {"epoch": 1}) and not check.stop_all()
 
 
 def test_a_ray_address_file_of_a_dead_head_does_not_hang(tmp_path):

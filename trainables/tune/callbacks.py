@@ -113,7 +113,8 @@ def _too_big(v: int) -> bool:
 
 class MetricCheck(Stopper):
     """Stops the whole sweep at the first result without the spec's metric (a user trainable reporting
-    another name): every trial would report the same, and the search would learn nothing from them.
+    another name): every trial would report the same, and the search would learn nothing from them. Once
+    some result has had it, a result without it stops that trial only.
     run.py turns `missing` into one clear error."""
 
     def __init__(self, metrics: str | list[str]):
@@ -121,10 +122,13 @@ class MetricCheck(Stopper):
         self.missing: list[str] | None = None  # the keys the offending result did have
         self.absent: str | None = None  # the objective it did not have
         self.not_number: str | None = None  # the value it had instead of a number
+        self.seen = False  # a result has had every metric: the trainable does report it
 
     def __call__(self, trial_id: str, result: dict) -> bool:
         values = flat(result)  # Tune hands stoppers the result as reported; the searcher reads `val/acc` of it
         absent = [m for m in self.metrics if m not in values]
+        if absent and self.seen:  # other trials report it: this one (a script that logged it for some
+            return True  # configurations only) ends without a value, the sweep goes on
         if absent:
             self.absent, self.missing = absent[0], sorted(k for k in values if k not in RAY_KEYS)
             return True
@@ -136,6 +140,7 @@ class MetricCheck(Stopper):
                 # stops (ASHA multiplies it): a NaN there is a trial without a value, the text an OverflowError
                 _set(result, m, float("nan"))
                 return True
+        self.seen = True
         return False
 
     def stop_all(self) -> bool:
