@@ -143,7 +143,9 @@ def test_stopping_a_trial_stops_the_program_and_its_children(tmp_path):
     (tmp_path / "train.py").write_text(textwrap.dedent(f"""\
         import os, subprocess, sys, time, wandb
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-        open({str(pids)!r}, "w").write(f"{{os.getpid()}} {{child.pid}}")
+        # a session of its own: out of the program's process group (it outlived the trial)
+        daemon = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+        open({str(pids)!r}, "w").write(f"{{os.getpid()}} {{child.pid}} {{daemon.pid}}")
         wandb.init()
         for i in range(100):
             wandb.log({{"loss": i}})

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,6 +25,7 @@ from trainables.spec.schema import ENVVAR, runs_module
 STANDIN = str(Path(__file__).parent / "standin")
 TAIL = 30  # lines of the program's stderr kept for the error of a failed trial
 LINE_MAX = 4096  # bytes of a stderr line shown and kept; the rest of a longer line is left out
+COOKIE = "TRAINABLES_TRIAL_COOKIE"  # in each program's environment: what carries it is the trial's
 KILL_WAIT = 1.5  # seconds between SIGTERM and SIGKILL: Tune waits 2 s for a reused actor's trial to end
 
 
@@ -102,7 +104,7 @@ def run_program(config: dict[str, Any], *, file: str, command: list[str], metric
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([STANDIN, *filter(None, [os.environ.get("PYTHONPATH")])]),
            "TRAINABLES_WANDB_CONFIG": config_file, "TRAINABLES_WANDB_PIPE": str(pipe),
            "WANDB_SWEEP_ID": sweep, "WANDB_RUN_ID": trial_id, "WANDB_DIR": workdir,
-           "WANDB_SWEEP_PARAM_PATH": str(param_file), "PYTHONUNBUFFERED": "1"}
+           "WANDB_SWEEP_PARAM_PATH": str(param_file), "PYTHONUNBUFFERED": "1", COOKIE: uuid.uuid4().hex}
     argv = command_line(command, program=file, config=values, config_file=config_file)
     try:
         proc = subprocess.Popen([sys.executable, "-c", DIE_WITH_PARENT, *argv], env=env, cwd=cwd,
@@ -125,7 +127,7 @@ def run_program(config: dict[str, Any], *, file: str, command: list[str], metric
         code = proc.wait()
         state.end(clean=code == 0 and not state.finished)
     finally:
-        _stop(proc)
+        _stop(proc, env[COOKIE])
         os.close(rows_fd)
         pipe.unlink(missing_ok=True)
         echo.join(timeout=5)
@@ -215,19 +217,39 @@ def _echo(stream, tail: collections.deque) -> None:
     stream.close()
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def _stop(proc: subprocess.Popen, cookie: str) -> None:
     """The program and what it started (its process group, even when the program itself has ended: a
-    child left behind would hold its stderr and its GPU) ended: SIGTERM (as W&B's agent), then SIGKILL."""
+    child left behind would hold its stderr and its GPU) ended: SIGTERM (as W&B's agent), then SIGKILL.
+    Then whatever still carries the trial's cookie: a child started in a session of its own (setsid)."""
     try:
         os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=KILL_WAIT)
+            time.sleep(0.05)  # the group's other members handle their SIGTERM
+            os.killpg(proc.pid, signal.SIGKILL)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     except ProcessLookupError:
-        return  # nothing of it left
-    try:
-        proc.wait(timeout=KILL_WAIT)
-        time.sleep(0.05)  # the group's other members handle their SIGTERM
-        os.killpg(proc.pid, signal.SIGKILL)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    except ProcessLookupError:
-        pass
+        pass  # nothing of the group left
+    for pid in _carrying(cookie):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def _carrying(cookie: str) -> list[int]:
+    """The processes whose environment holds this trial's cookie (Linux's /proc; none elsewhere): a
+    process tree killer's way (Jenkins' BUILD_ID), for what left the program's process group."""
+    needle = f"{COOKIE}={cookie}".encode()
+    found = []
+    for entry in os.scandir("/proc") if os.path.isdir("/proc") else []:
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                with open(f"/proc/{entry.name}/environ", "rb") as f:
+                    if needle in f.read().split(b"\0"):
+                        found.append(int(entry.name))
+            except OSError:
+                continue  # gone, or another user's
+    return found
