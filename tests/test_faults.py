@@ -157,6 +157,7 @@ def _validate(tmp_path: Path, text: str, *overrides: str):
 def test_a_missing_dataset_root_is_named_before_any_trial(tmp_path):
     result = _validate(tmp_path, FOLDER_SPEC.replace("ROOT", str(tmp_path / "nope")))
     assert result.exit_code == 2 and "dataset.root" in result.output and "does not exist" in result.output
+    assert "v.yaml, line 2: dataset.root:" in result.output  # a check after parsing points at the line too
 
 
 def test_an_image_folder_needs_two_classes(tmp_path):

@@ -13,6 +13,10 @@ from trainables.errors import SECONDS, SpecError, env_seconds, redact
 
 
 def _fail(e: Exception) -> None:
+    if isinstance(e, SpecError):
+        from trainables.spec.load import located
+
+        e = located(e)  # a check after parsing names the key: the line too
     click.echo(f"error: {redact(str(e))}", err=True)  # a value quoted back may hold a URI's password
     sys.exit(2)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
@@ -40,6 +41,20 @@ class YamlDoc:
                 line = self.lines[path[:i]]
                 break
         return SpecError(message, file=self.file, path=_path_str(path) or None, line=line)
+
+
+def located(e: SpecError) -> SpecError:
+    """e with the line of its key path in its file, where it has none (a check made after parsing: the
+    files a spec names, the cluster, the tracking store); e as it is where file or key cannot be found."""
+    if e.line is not None or not e.file or not e.path:
+        return e
+    try:
+        doc = YamlDoc(e.file, _read(e.file))
+    except SpecError:
+        return e
+    path = tuple(int(part) if part.isdigit() else part for part in re.findall(r"[^.\[\]]+", e.path))
+    line = doc.error(e.message, path).line
+    return e if line is None else SpecError(e.message, file=e.file, path=e.path, line=line, column=e.column)
 
 
 # ---- overrides ----------------------------------------------------------------------------
