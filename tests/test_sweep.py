@@ -240,8 +240,13 @@ def test_resume_when_the_saved_state_names_a_deleted_checkpoint(ray_address, tmp
             try:  # the snapshot: Tune's state files and the trial's result.json, saved together
                 files = {p: p.read_bytes() for p in [*exp.glob("*state*"), *exp.glob("trial_*/result.json")]}
                 state = json.loads(next(v for p, v in files.items() if p.name.startswith("experiment_state")))
-                named = json.loads(state["trial_data"][0][1])["last_result"].get("checkpoint_dir_name")
-                existing = {p.name for p in trial_dirs[0].glob("checkpoint_*")} if named and trial_dirs else set()
+                named = json.loads(state["trial_data"][0][1])["last_result"].get("checkpoint_dir_name") or ""
+                # not the first: the result naming a checkpoint can be saved before the checkpoint's record
+                # (a snapshot between them names none, and the resume rightly starts afresh); the one before it
+                # is recorded by then
+                later = named.startswith("checkpoint_") and named[len("checkpoint_"):].isdigit() and int(
+                    named[len("checkpoint_"):]) >= 1
+                existing = {p.name for p in trial_dirs[0].glob("checkpoint_*")} if later and trial_dirs else set()
                 saved = files if existing else {}
             except (StopIteration, IndexError, ValueError, OSError):
                 pass  # not written yet, or caught mid-write
