@@ -7,6 +7,7 @@ import os
 import pickle
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,36 @@ def test_a_second_run_of_a_sweep_stops_at_once_naming_the_holder(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_sweep_on_remote_storage_is_locked_too(tmp_path, monkeypatch):
+    """Remote storage had no lock: two `tune run --resume` of one s3 sweep wrote the same state together.
+    (file:// reaches the folder through the same pyarrow filesystem as s3://.)"""
+    import socket
+
+    from trainables.results.lock import RemoteLock, lock_for
+
+    monkeypatch.setattr(RemoteLock, "SETTLE", 0.05)
+    uri = f"file://{tmp_path}/bucket/sweep"
+    lock_file = tmp_path / "bucket" / ".sweep.lock"
+    first = lock_for(uri).acquire()
+    assert isinstance(first, RemoteLock) and lock_file.is_file()
+    with pytest.raises(SpecError, match="being run by another `tune run`"):
+        RemoteLock(uri).acquire()
+    first.release()
+    assert not lock_file.exists()
+    me = socket.gethostname()
+    for holder, taken in [({"pid": _dead_pid(), "host": me, "beat": time.time()}, True),  # its process is gone
+                          ({"pid": 1, "host": "elsewhere", "beat": time.time() - 3600}, True),  # not renewed
+                          ({"pid": 1, "host": "elsewhere", "beat": time.time()}, False),  # renewed: running
+                          ("cut sho", True)]:
+        lock_file.write_text(json.dumps(holder) if not isinstance(holder, str) else holder)
+        if taken:
+            RemoteLock(uri).acquire().release()
+            assert not lock_file.exists()
+        else:
+            with pytest.raises(SpecError, match="elsewhere"):
+                RemoteLock(uri).acquire()
 
 
 def test_a_stale_lock_is_taken_over_and_released(tmp_path):

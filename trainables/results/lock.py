@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
-from trainables.errors import SpecError
+from trainables.core.numbers import finite
+from trainables.errors import SpecError, redact
+from trainables.results import storage
 from trainables.results.layout import read_json
 from trainables.results.storage import is_remote
 
@@ -68,24 +73,73 @@ class SweepLock:
         self.release()
 
 
-class NoLock:
-    """Remote storage (s3://, gs://) has no atomic create: there, nothing is locked."""
+class RemoteLock:
+    """The same lock on remote storage (s3://, gs://), which has no atomic create: written, then read back a
+    moment later (of two runs started within that moment, the one whose lock stayed goes on). The holder
+    writes it again every BEAT seconds; one not written for STALE seconds, or whose process on this host is
+    gone, is taken over."""
 
-    def acquire(self, *, file: str | None = None) -> "NoLock":
+    BEAT, STALE, SETTLE = 60.0, 600.0, 1.0
+
+    def __init__(self, path: str):
+        head, sep, query = path.partition("?")  # a query (?endpoint_override=) stays at the end
+        parent, _, self.name = head.rstrip("/").rpartition("/")
+        self.file = f"{parent}/.{self.name}.lock{sep}{query}"
+        self.me: dict[str, Any] = {}
+        self._stop = threading.Event()
+        self._beats: threading.Thread | None = None
+
+    def _holder(self) -> dict[str, Any]:
+        try:
+            holder = json.loads(storage.read_text(self.file) or "null")
+        except (ValueError, RecursionError):
+            return {}  # cut short: not a holder
+        return holder if isinstance(holder, dict) else {}
+
+    def acquire(self, *, file: str | None = None) -> "RemoteLock":
+        holder = self._holder()
+        age = time.time() - (finite(holder.get("beat")) or 0.0)
+        if holder and age < self.STALE and _alive(holder):
+            raise SpecError(f"the sweep {self.name!r} is being run by another `tune run` (pid {holder.get('pid')} on "
+                            f"{holder.get('host')}, since {holder.get('since', '?')}; its lock was renewed "
+                            f"{max(age, 0):.0f}s ago); wait for it to end, or remove {redact(self.file)} if that run "
+                            f"is gone", file=file)
+        self.me = {**_me(), "token": uuid.uuid4().hex, "beat": time.time()}
+        storage.write_text(self.file, json.dumps(self.me))
+        time.sleep(self.SETTLE)
+        if self._holder().get("token") != self.me["token"]:
+            raise SpecError(f"cannot take the lock {redact(self.file)}: another run took it first", file=file)
+        self._beats = threading.Thread(target=self._beat, daemon=True, name="sweep-lock")
+        self._beats.start()
         return self
 
-    def release(self) -> None:
-        pass
+    def _beat(self) -> None:
+        while not self._stop.wait(self.BEAT):
+            try:
+                storage.write_text(self.file, json.dumps({**self.me, "beat": time.time()}))
+            except SpecError:
+                pass  # the storage away a moment: the next beat, well inside STALE
 
-    def __enter__(self) -> "NoLock":
+    def release(self) -> None:
+        self._stop.set()
+        if self._beats is not None:
+            self._beats.join(timeout=30)
+            self._beats = None
+            try:
+                if self._holder().get("token") == self.me.get("token"):
+                    storage.remove(self.file)
+            except SpecError:
+                pass  # left behind: the next run takes it over once it is stale
+
+    def __enter__(self) -> "RemoteLock":
         return self
 
     def __exit__(self, *exc) -> None:
-        pass
+        self.release()
 
 
-def lock_for(path: str) -> SweepLock | NoLock:
-    return NoLock() if is_remote(path) else SweepLock(path)
+def lock_for(path: str) -> SweepLock | RemoteLock:
+    return RemoteLock(path) if is_remote(path) else SweepLock(path)
 
 
 def _started(pid: int) -> str | None:
@@ -98,7 +152,6 @@ def _started(pid: int) -> str | None:
 
 def _me() -> dict[str, Any]:
     import socket
-    import time
 
     pid = os.getpid()
     return {"pid": pid, "host": socket.gethostname(), "started": _started(pid),

@@ -94,3 +94,13 @@ def names_in(fs, inner: str) -> list[tuple[str, str, int]]:
 
     infos = fs.get_file_info(pyarrow.fs.FileSelector(inner, allow_not_found=True))
     return [(i.base_name, i.type.name, i.size or 0) for i in infos]
+
+
+def remove(path: str) -> None:
+    """The file at path (a URI) gone; nothing when there is none."""
+    import pyarrow.fs
+
+    fs, inner = filesystem(path)
+    with reaching(path):
+        if fs.get_file_info(inner).type == pyarrow.fs.FileType.File:
+            fs.delete_file(inner)
