@@ -615,3 +615,28 @@ def test_resume_finds_its_parent_run_by_folder_whatever_the_folder_is_called(tmp
         again = Tracker(spec, str(path), resume=True)
         assert again.start() == first.parent_id, folder
         assert again.finish(None, wall_seconds=1.0, wait=60)
+
+
+def test_a_user_trainables_own_epoch_is_not_the_mlflow_step(tmp_path):
+    """A W&B script logging `epoch` with each batch (from 0) reported the same epoch several times: all but one
+    report of each epoch, and every report of epoch 0, were dropped as already sent (2 of 12 points reached
+    MLflow). A user's trainable is stepped by Ray's iteration, one step per report."""
+    from mlflow import MlflowClient
+
+    from trainables.spec.load import parse_spec
+    from trainables.tracking.runs import Tracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = parse_spec(f"name: steps\ntrainable: tests.trainables_for_tests:reports_score\nmetric: score\nepochs: 3\n"
+                      f"parameters: {{x: {{choice: [1, 2]}}}}\ntracking: {{uri: '{uri}'}}\n")
+    tracker = Tracker(spec, str(tmp_path / "sweep"))
+    tracker.start()
+    tracker.trial_started("t1", {"x": 1})
+    for i in range(1, 13):
+        tracker.trial_result("t1", {"x": 1}, {"training_iteration": i, "epoch": (i - 1) // 4, "score": i / 12})
+    tracker.trial_ended("t1", "completed")
+    assert tracker.finish(None, wall_seconds=1.0, wait=120)
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = [r for r in client.search_runs([tracker.experiment_id]) if r.data.tags.get("trial_id") == "t1"]
+    history = client.get_metric_history(run.info.run_id, "score")
+    assert sorted(m.step for m in history) == list(range(1, 13))

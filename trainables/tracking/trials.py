@@ -132,7 +132,7 @@ class Trials:
     def trial_result(self, trial_id: str, config: Mapping[str, Any], result: Mapping[str, Any]) -> None:
         if result.get("__duplicate__"):
             return
-        step = step_of(result)
+        step = step_of(result, by_epoch=self.spec.trainable == "classifier")
         child = self.child(trial_id)
         if not child.opened:
             self.trial_started(trial_id, config)
@@ -185,7 +185,7 @@ class Trials:
             history = t.history
             if history is not None and len(history):
                 for row in history.to_dict("records"):
-                    step = step_of(row)
+                    step = step_of(row, by_epoch=self.spec.trainable == "classifier")
                     if step is not None:
                         # NaN in a history row: that metric was absent that epoch.
                         clean = {k: v for k, v in metrics_of(row).items() if not math.isnan(v)}

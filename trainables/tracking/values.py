@@ -36,9 +36,11 @@ def mlflow_key(key: str) -> str:
     return "_" + name if path_not_unique(name) else name
 
 
-def step_of(result: Mapping[str, Any]) -> int | None:
-    """The epoch a result belongs to (the classifier reports `epoch`; others: Ray's iteration)."""
-    v = result.get("epoch", result.get("training_iteration"))
+def step_of(result: Mapping[str, Any], *, by_epoch: bool = True) -> int | None:
+    """The step of a result in MLflow: the classifier's `epoch` (by_epoch); else Ray's iteration, one per
+    report (a user's own `epoch`, logged with each batch of a W&B script, or from 0, is not a step: all
+    but one report of each were dropped as sent already)."""
+    v = result.get("epoch", result.get("training_iteration")) if by_epoch else result.get("training_iteration")
     try:
         return int(v) if v is not None and math.isfinite(float(v)) else None
     except (TypeError, ValueError):
