@@ -421,3 +421,60 @@ def test_json_args_file_is_the_nested_config(tmp_path):
     assert reports == [{"loss": 0.25}]
     saved = tmp_path / "trial" / "wandb" / "sweep-s" / "config-t1.json"
     assert json.loads(saved.read_text()) == {"opt": {"lr": 0.25}}
+
+
+def test_what_real_scripts_do_reaches_the_trial_as_wandb_would_take_it(tmp_path):
+    """Each case failed before: a metric logged only as inf was taken for a typo (the sweep stopped: "logs no
+    'loss'"); a file the script opened under the pipe's old descriptor number got its rows; a forked child's exit
+    committed the parent's pending row again; np.bool_ counted as a value; run.log(sync=...), an array compared
+    with a sweep value, config.persist() and a read-only mapping raised."""
+    assert _run(tmp_path, """\
+        import wandb
+        wandb.init()
+        for i in range(3):
+            wandb.log({"loss": float("inf"), "epoch": i})
+        """, {}) == []  # diverged: no value, not "never logged"
+    assert _run(tmp_path, "import wandb\nrun = wandb.init()\nrun.summary['loss'] = float('inf')\n", {}) == []
+    mine = tmp_path / "mine.txt"
+    assert _run(tmp_path, f"""\
+        import os, wandb
+        wandb.init()
+        wandb.log({{"loss": 1.0}})
+        os.closerange(3, 1000)
+        f = open({str(mine)!r}, "w")   # gets the pipe's old number
+        wandb.log({{"loss": 2.0}})
+        f.close()
+        """, {}) == [{"loss": 1.0}, {"loss": 2.0}]
+    assert mine.read_text() == ""
+    assert [r["loss"] for r in _run(tmp_path, """\
+        import os, sys, wandb
+        wandb.init()
+        wandb.log({"loss": 1.0}, step=0)
+        if os.fork() == 0:
+            sys.exit(0)   # the child's copy of the pending row is not the child's to commit
+        os.wait()
+        wandb.log({"loss": 2.0}, step=1)
+        """, {})] == [1.0, 2.0]
+    reports = _run(tmp_path, """\
+        import types, numpy as np, wandb
+        run = wandb.init(config={"lr": 1.0})
+        wandb.config.update({"lr": np.array([1, 2])})   # a sweep value: kept, said
+        wandb.config.persist()
+        run.log({"loss": 0.5, "flag": np.bool_(True)}, sync=False)
+        wandb.log(types.MappingProxyType({"loss": 0.25}))
+        """, {"lr": 0.1})
+    assert reports == [{"loss": 0.5}, {"loss": 0.25}]
+
+
+def test_each_trial_has_a_run_folder_and_reports_stay_small(tmp_path):
+    """run.dir was the folder `tune run` started in, one for every trial (torch.save(m, run.dir + "/model.pt")
+    from concurrent trials overwrote each other); a new name at each step made every report carry them all."""
+    reports = _run(tmp_path, """\
+        import os, wandb
+        run = wandb.init()
+        open(os.path.join(run.dir, "model.pt"), "w").write("weights")
+        for i in range(3000):
+            wandb.log({"loss": 1 / (i + 1), f"batch_{i}/grad_norm": float(i)})
+        """, {})
+    assert (tmp_path / "trial" / "wandb" / "run-t1" / "files" / "model.pt").read_text() == "weights"
+    assert len(reports) == 3000 and len(reports[-1]) <= 1000 and reports[-1]["batch_2999/grad_norm"] == 2999.0

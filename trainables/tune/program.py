@@ -23,6 +23,7 @@ from trainables.core.numbers import finite
 from trainables.spec.schema import ENVVAR, runs_module
 
 STANDIN = str(Path(__file__).parent / "standin")
+CARRIED = 1000  # names of earlier rows carried into each report
 TAIL = 30  # lines of the program's stderr kept for the error of a failed trial
 LINE_MAX = 4096  # bytes of a stderr line shown and kept; the rest of a longer line is left out
 COOKIE = "TRAINABLES_TRIAL_COOKIE"  # in each program's environment: what carries it is the trial's
@@ -162,17 +163,22 @@ def _read(fd: int) -> bytes:
 
 
 class _Rows:
-    """The stand-in's messages -> reports: a committed row carrying a finite metric is one iteration."""
+    """The stand-in's messages -> reports: a committed row carrying a finite metric is one iteration,
+    reported with the latest value of every other number (the CARRIED most recently logged names: a script
+    logging a new name at each step made each report, and the time to send it, grow without end)."""
 
     def __init__(self, metric: str, report: Callable[[dict[str, Any]], None]):
         self.metric, self.report = metric, report
-        self.latest: dict[str, Any] = {}
+        self.latest: dict[str, Any] = {}  # None: logged as inf, no value
         self.summary: dict[str, Any] = {}
-        self.reported, self.finished, self.buffer = 0, 0, b""
+        self.reported, self.finished, self.pieces = 0, 0, []
 
     def feed(self, data: bytes) -> None:
-        self.buffer += data
-        *lines, self.buffer = self.buffer.split(b"\n")
+        self.pieces.append(data)
+        if b"\n" not in data:
+            return  # a line still coming: joined once it is whole (a line of megabytes came in many pieces)
+        *lines, rest = b"".join(self.pieces).split(b"\n")
+        self.pieces = [rest]
         for line in lines:
             try:
                 message = json.loads(line)
@@ -186,10 +192,14 @@ class _Rows:
                 self.summary.update(message["summary"])
             row = message.get("row")
             if isinstance(row, dict):
-                self.latest.update(row)
+                for k, v in row.items():  # the newest last: the oldest name is the one let go
+                    self.latest.pop(k, None)
+                    self.latest[k] = v
+                while len(self.latest) > CARRIED:
+                    del self.latest[next(iter(self.latest))]
                 if _finite(row.get(self.metric)):  # as W&B counts iterations: finite numbers only
                     self.reported += 1
-                    self.report(dict(self.latest))  # Tune raises SystemExit here when it stops the trial
+                    self.report(_values(self.latest))  # Tune raises SystemExit here when it stops the trial
 
     def end(self, clean: bool) -> None:
         """At the script's end: a metric it put only in run.summary is reported once; a script that ended well
@@ -198,7 +208,11 @@ class _Rows:
         logged = {**self.latest, **self.summary}
         if not self.reported and (_finite(self.summary.get(self.metric)) or (clean and self.metric not in logged)):
             self.reported += 1
-            self.report(logged)
+            self.report(_values(logged))
+
+
+def _values(logged: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in logged.items() if v is not None}
 
 
 def _finite(v: Any) -> bool:

@@ -10,14 +10,16 @@ import importlib
 import importlib.abc
 import importlib.machinery
 import json
-import math
 import os
 import sys
+import threading
 import types
+from collections.abc import Mapping
+
+from ._channel import numbers, send
 
 __version__ = "0.0.0+trainables"
 _SWEEP = os.environ.get("TRAINABLES_WANDB_CONFIG")  # the trial's hyperparameters, nested (JSON)
-_OUT = os.environ.get("TRAINABLES_WANDB_PIPE")  # the trial's named pipe: committed rows go there, one JSON line each
 _warned: set[str] = set()
 
 
@@ -53,37 +55,6 @@ class _Noop:
 
     def __iter__(self):
         return iter(())
-
-
-def _open(path):
-    """The trial's pipe; nothing outside a trial (the script run by hand): then every call is harmless."""
-    try:
-        import stat
-
-        return open(path, "w", buffering=1) if path and stat.S_ISFIFO(os.stat(path).st_mode) else None
-    except OSError:
-        return None
-
-
-_stream = None
-
-
-def _send(message: dict) -> None:
-    """One JSON line to the trial; opened at the first message (after whatever the script did to its
-    descriptors), opened again once if the script closed it."""
-    global _stream
-    line = json.dumps(message, default=str) + "\n"
-    for _ in range(2):
-        if _stream is None:
-            _stream = _open(_OUT)
-            if _stream is None:
-                return
-        try:
-            _stream.write(line)
-            _stream.flush()
-            return
-        except (OSError, ValueError):
-            _stream = None
 
 
 def _load_sweep() -> dict:
@@ -151,6 +122,9 @@ class Config:
     def as_dict(self):
         return dict(self._values)
 
+    def persist(self):
+        pass  # nothing to save: the trial keeps its configuration
+
     def setdefaults(self, d):
         for k, v in dict(d).items():
             self._values.setdefault(k, v)
@@ -159,11 +133,19 @@ class Config:
         d = vars(d) if hasattr(d, "__dict__") and not isinstance(d, dict) else dict(d or {})
         for k, v in {**d, **kwargs}.items():
             if k in self._locked:
-                if v != self._values.get(k):
+                if not _same(v, self._values.get(k)):
                     print(f"trainables: wandb.config[{k!r}] is the sweep's value {self._values.get(k)!r}; "
                           f"{v!r} ignored", file=sys.stderr)
                 continue
             self._values[k] = v
+
+
+def _same(a, b) -> bool:
+    """a == b, for values whose == is no bool (a numpy array, a tensor): then not the same."""
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 - whatever their == raises
+        return False
 
 
 class Summary(dict):
@@ -178,30 +160,11 @@ class Summary(dict):
 
     def __setitem__(self, name, value):  # run.summary["loss"] = 0.3, W&B's usual way: sent as update() is
         super().__setitem__(name, value)
-        _send({"summary": _numbers(self)})
+        send({"summary": numbers(self)})
 
     def update(self, d=None, **kwargs):  # noqa: D401 - dict.update, also sent to the trial
         super().update(dict(d or {}), **kwargs)
-        _send({"summary": _numbers(self)})
-
-
-def _numbers(d: dict, prefix: str = "") -> dict:
-    """The numeric values of a (nested) log, flat names joined by '.'; images, tables and text left out."""
-    out = {}
-    for k, v in d.items():
-        name = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_numbers(v, name + "."))
-        elif isinstance(v, bool):
-            continue  # W&B counts no bool as a value of a metric
-        elif isinstance(v, (int, float)):
-            out[name] = v
-        elif hasattr(v, "__float__") and not isinstance(v, str):  # numpy and torch scalars
-            try:
-                out[name] = float(v)
-            except (TypeError, ValueError):  # an array of several values: not a metric
-                continue
-    return {k: v for k, v in out.items() if not (isinstance(v, float) and math.isinf(v))}
+        send({"summary": numbers(self)})
 
 
 class Run:
@@ -214,31 +177,38 @@ class Run:
         self.entity = os.environ.get("WANDB_ENTITY", "")
         self.sweep_id = os.environ.get("WANDB_SWEEP_ID", "")
         self.group, self.tags, self.notes = group, tuple(tags or ()), notes
-        self.dir = os.getcwd()
+        # the run's own folder, as W&B's wandb/run-<id>/files (the trial's: concurrent trials' files apart)
+        self.dir = os.path.join(os.environ["WANDB_DIR"], "wandb", f"run-{self.id}", "files") \
+            if os.environ.get("WANDB_DIR") else os.getcwd()
+        os.makedirs(self.dir, exist_ok=True)
         self.url = ""
         self.step = 0
         self._row: dict = {}
         self._finished = False
+        self._pid = os.getpid()  # a forked child's copy of the run commits nothing at its exit
+        self._lock = threading.RLock()  # threads of the script logging at once
 
-    def log(self, data, step=None, commit=None):
-        if not isinstance(data, dict):
+    def log(self, data, step=None, commit=None, **kwargs):
+        if not isinstance(data, Mapping):
             raise TypeError("wandb.log expects a dict")
-        if step is not None and step < self.step:
-            print(f"trainables: wandb.log step {step} < current step {self.step}: ignored", file=sys.stderr)
-            return
-        if step is not None and step > self.step and self._row:
-            self._commit()  # a new step commits the row of the previous one
-        if step is not None:
-            self.step = step
-        self._row.update(_numbers(data))
-        if commit or (commit is None and step is None):
-            self._commit()
+        with self._lock:
+            if step is not None and step < self.step:
+                print(f"trainables: wandb.log step {step} < current step {self.step}: ignored", file=sys.stderr)
+                return
+            if step is not None and step > self.step and self._row:
+                self._commit()  # a new step commits the row of the previous one
+            if step is not None:
+                self.step = step
+            self._row.update(numbers(data))
+            if commit or (commit is None and step is None):
+                self._commit()
 
     def _commit(self):
-        if self._row:
-            _send({"row": self._row, "step": self.step})
-        self._row = {}
-        self.step += 1
+        with self._lock:
+            if self._row:
+                send({"row": self._row, "step": self.step})
+            self._row = {}
+            self.step += 1
 
     def finish(self, exit_code=None, quiet=None):
         global run
@@ -246,7 +216,7 @@ class Run:
             return
         self._commit()
         self._finished = True
-        _send({"finish": int(exit_code or 0)})
+        send({"finish": int(exit_code or 0)})
         if run is self:
             run = None
 
@@ -274,6 +244,8 @@ def init(*args, config=None, name=None, project=None, group=None, tags=None, not
     global run
     if run is not None and not reinit:
         return run
+    if run is not None:
+        run._commit()  # reinit: the earlier run's pending row is its last
     values: dict = {}
     if os.path.exists("config-defaults.yaml"):
         try:
@@ -384,4 +356,4 @@ sys.meta_path.append(_Finder())
 errors = importlib.import_module("wandb.errors")
 
 
-atexit.register(lambda: run._commit() if run is not None and not run._finished else None)
+atexit.register(lambda: run._commit() if run is not None and not run._finished and run._pid == os.getpid() else None)
