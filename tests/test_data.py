@@ -455,3 +455,16 @@ def test_links_that_loop_or_repeat_a_folder_list_each_image_once(tmp_path):
         "a/0.png", "a/1.png", "a/2.png", "a/sub/s.png",  # (l2 is the split's folder, holding class b)
         "b/0.png", "b/1.png", "b/2.png", "b/again/s.png"]  # (b/sub is b/again: listed once)
     assert listed(str(root), {"a": 0, "b": 1}) == out  # a link from one class into another adds nothing
+
+
+def test_a_strip_of_an_image_is_not_resized_to_gigabytes():
+    """A 257-byte 60000 x 1 PNG passed every check; its short side resized to 224 made the long side 13.4 million
+    pixels (9 GB) in each loader worker and the cache build."""
+    from trainables.core.data.folders import _image_transform
+
+    transform = _image_transform(224, augment=False)
+    strip = Image.new("RGB", (60000, 1))
+    assert max(transform.transforms[0](strip).size) <= 4 * 224
+    assert tuple(transform(strip).shape) == (3, 224, 224)
+    photo = Image.new("RGB", (640, 480))  # an ordinary image: as before, short side to 224
+    assert transform.transforms[0](photo).size == (298, 224)

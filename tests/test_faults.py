@@ -414,3 +414,62 @@ def test_seconds_from_the_environment_are_checked_before_the_sweep(tmp_path, mon
     assert env_seconds(name) == 7.5 and tune("run", spec, "--dry-run", cwd=tmp_path).exit_code == 0
     monkeypatch.setenv(name, "")
     assert env_seconds(name) == SECONDS[name]
+
+
+def test_image_folders_that_would_train_wrongly_or_hang_are_refused(tmp_path):
+    """Each passed `tune validate` (and one hung it for ever): a pipe named like an image; test images that are
+    training images through links; one file under two classes; val/ classes train/ has not (their images
+    dropped); val/ and test/ both (test/ ignored); with skip_bad_images, a class left too small to split."""
+    def check(root, words, *overrides):
+        result = _validate(tmp_path, FOLDER_SPEC.replace("ROOT", str(root)), *overrides)
+        assert result.exit_code == 2 and words in result.output, result.output
+
+    fifo = _image_folder(tmp_path / "fifo", n=4)
+    os.mkfifo(fifo / "train" / "a" / "pipe.jpg")
+    check(fifo, "pipe.jpg (not a regular file")  # named, not opened: validate hung on it
+    result = _validate(tmp_path, FOLDER_SPEC.replace("ROOT", str(fifo)), "dataset.skip_bad_images=true")
+    assert result.exit_code == 0 and "leaving out 1 of" in result.output, result.output
+
+    leak = _image_folder(tmp_path / "leak", n=4)
+    (leak / "val").mkdir()
+    for c in ("a", "b"):
+        (leak / "val" / c).symlink_to(leak / "train" / c)
+    check(leak, "8 of 8 images in")
+    check(leak, "the test split would score images the model trained on")
+
+    twice = _image_folder(tmp_path / "twice", n=4)
+    (twice / "train" / "a" / "z.jpg").symlink_to(twice / "train" / "b" / "0.jpg")
+    check(twice, "are one file (through a link) under two classes")
+
+    other = _image_folder(tmp_path / "other", n=4)
+    for c in ("a", "bird"):
+        (other / "val" / c).mkdir(parents=True)
+        (other / "val" / c / "0.jpg").write_bytes((other / "train" / "a" / "0.jpg").read_bytes())
+    check(other, "that ")
+    check(other, "has not: ['bird']")
+    (other / "val" / "bird" / "0.jpg").unlink()
+    (other / "val" / "bird").rmdir()
+    (other / "test" / "a").mkdir(parents=True)
+    check(other, "has both val/ and test/")
+
+    small = _image_folder(tmp_path / "small", n=6)
+    for i in range(5):  # b keeps one readable image: it cannot be in both training and validation
+        (small / "train" / "b" / f"{i}.jpg").write_bytes(b"")
+    check(small, "cannot be split", "dataset.skip_bad_images=true")
+
+
+def test_a_limit_keeps_every_class():
+    """`limit` took a plain sample of the training split: 10 of 100/6/6 images held only the first class."""
+    import numpy as np
+
+    from trainables.core.data.config import DatasetConfig
+    from trainables.core.data.stratify import TooFewImages, split_indices
+
+    labels = np.array([0] * 100 + [1] * 12 + [2] * 12)
+    for seed in range(5):
+        cfg = DatasetConfig(name="digits", limit=10, seed=seed, val_fraction=0.2)
+        train, val, test = split_indices(labels, cfg, has_test=False)
+        assert len(train) == 10 and set(labels[train]) == {0, 1, 2}, labels[train]
+        assert not set(train) & set(val) and not set(train) & set(test)
+    with pytest.raises(TooFewImages, match="fewer than the 12 classes"):
+        split_indices(np.repeat(np.arange(12), 10), DatasetConfig(name="digits", limit=10), has_test=False)

@@ -192,9 +192,13 @@ def _image_folder(spec: Spec, say: Callable[[str], None]) -> Spec:
                            f"dataset.skip_bad_images: true to leave them out", "dataset.root")
     say(f"dataset: leaving out {len(bad)} of {len(files)} images that do not decode (skip_bad_images): {named}")
     exclude = tuple(sorted({*d.exclude, *(os.path.relpath(p, root) for p, _ in bad)}))
-    left = {p for p, _ in samples} - {p for p, _ in bad}
-    if len({y for p, y in samples if p in left}) < len(classes):
+    gone = {p for p, _ in bad}
+    kept = [y for p, y in samples if p not in gone]
+    if len(set(kept)) < len(classes):
         raise _error(spec, "with the unreadable images left out, a class folder has no image left", "dataset.root")
+    _splittable(spec, kept, has_test=test is not None, classes=classes)  # what is left, as each trial splits it
+    if test is not None and all(p in gone for p, _ in test):
+        raise _error(spec, "with the unreadable images left out, the test folder has no image left", "dataset.root")
     return spec.model_copy(update={"dataset": d.model_copy(update={"exclude": exclude})})
 
 
@@ -220,9 +224,13 @@ def _splittable(spec: Spec, labels: list[int], *, has_test: bool, classes: list[
 def _decodes(path: str) -> str | None:
     """None if the image decodes, else why not. JPEGs decode at 1/8 scale (draft): every byte of the
     file is still read and checked, at a fraction of the cost."""
+    import stat
+
     from PIL import Image
 
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a pipe would block the open for ever
+            return "not a regular file (a pipe, a socket or a device)"
         with Image.open(path) as im:
             im.draft("RGB", (max(1, im.width // 8), max(1, im.height // 8)))
             im.load()

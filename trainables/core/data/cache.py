@@ -60,7 +60,8 @@ def cache_key(files: list[str], size: int, mode: str) -> str:
     h = hashlib.sha256(f"{VERSION}|{size}|{mode}".encode())
     for f in files:
         st = os.stat(f)
-        h.update(f"\n{f}|{st.st_size}|{st.st_mtime_ns}".encode())
+        # the inode and change time too: a copy that keeps size and mtime (cp -p, rsync -a) is a new file
+        h.update(f"\n{f}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}|{st.st_ctime_ns}".encode())
     return h.hexdigest()[:32]
 
 

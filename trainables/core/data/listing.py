@@ -79,6 +79,9 @@ def folder_layout(cfg: DatasetConfig) -> tuple[Path, Path | None]:
         else:
             where = f"has no train/ folder (it holds: {sorted(d.name for d in root.iterdir())[:10]})"
         raise DatasetNotFound(f"{cfg.name}: {root} {where}; expected {_LAYOUT.format(root=root)}")
+    if (root / "val").is_dir() and (root / "test").is_dir():  # which one is the test split would be a guess
+        raise DatasetNotFound(f"{cfg.name}: {root} has both val/ and test/; one held-out folder is the test split "
+                              f"(validation is carved from train/ by val_fraction): remove or rename the other")
     test = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
     return train, test
 
@@ -94,7 +97,36 @@ def scan_folder(train_dir: Path, test_dir: Path | None):
     if empty:
         raise DatasetNotFound(f"class folders without images ({', '.join(IMG_EXTENSIONS)}) in {train_dir}: {empty}")
     test = make_dataset(str(test_dir), index) if test_dir else None
+    if test_dir is not None:
+        unknown = sorted(d.name for d in test_dir.iterdir() if d.is_dir() and not d.name.startswith(".")
+                         and d.name not in index)
+        if unknown:  # their images would be left out of the test split without a word
+            raise DatasetNotFound(f"class folders in {test_dir} that {train_dir} has not: {unknown[:10]} "
+                                  f"(train/'s classes: {classes[:10]}); the test split holds train/'s classes only")
     if test is not None and not test:
         raise DatasetNotFound(
             f"no images of the classes {classes} in {test_dir}; expected {_LAYOUT.format(root=test_dir.parent)}")
-    return classes, samples, test
+    return classes, _once(samples, classes, test, test_dir), test
+
+
+def _once(samples: list[tuple[str, int]], classes: list[str], test: list[tuple[str, int]] | None,
+          test_dir: Path | None) -> list[tuple[str, int]]:
+    """The training samples with each real file once. A file reached through links under two classes, or
+    also in the test folder, is refused: a label that is a guess, or test images the model trained on."""
+    seen: dict[str, tuple[str, int]] = {}
+    out = []
+    for path, y in samples:
+        real = os.path.realpath(path)
+        if real in seen:
+            if seen[real][1] != y:
+                raise DatasetNotFound(f"{path} and {seen[real][0]} are one file (through a link) under two classes, "
+                                      f"{classes[y]} and {classes[seen[real][1]]}: keep it in one")
+            continue  # the same image twice in one class: it could land in both training and validation
+        seen[real] = (path, y)
+        out.append((path, y))
+    shared = [p for p, _ in test or [] if os.path.realpath(p) in seen]
+    if shared:
+        raise DatasetNotFound(f"{len(shared)} of {len(test)} images in {test_dir} are files of train/ (through links), "
+                              f"e.g. {shared[0]} is {seen[os.path.realpath(shared[0])][0]}: the test split would score "
+                              f"images the model trained on")
+    return out
