@@ -468,3 +468,5 @@ def test_a_strip_of_an_image_is_not_resized_to_gigabytes():
     assert tuple(transform(strip).shape) == (3, 224, 224)
     photo = Image.new("RGB", (640, 480))  # an ordinary image: as before, short side to 224
     assert transform.transforms[0](photo).size == (298, 224)
+    wide = Image.new("RGB", (1000, 240), (255, 255, 255))  # over 4:1: its centre square is still all image
+    assert int(transform(wide).min()) == 255

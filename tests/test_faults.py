@@ -189,6 +189,8 @@ def test_a_missing_dataset_root_is_named_before_any_trial(tmp_path):
     result = _validate(tmp_path, FOLDER_SPEC.replace("ROOT", str(tmp_path / "nope")))
     assert result.exit_code == 2 and "dataset.root" in result.output and "does not exist" in result.output
     assert "v.yaml, line 2: dataset.root:" in result.output  # a check after parsing points at the line too
+    result = _validate(tmp_path, FOLDER_SPEC.replace("ROOT", str(tmp_path / "nope")), "dataset.root=/nope2")
+    assert "v.yaml: dataset.root: /nope2 does not exist" in result.output, result.output  # no line: -o set it
 
 
 def test_an_image_folder_needs_two_classes(tmp_path):
@@ -449,8 +451,17 @@ def test_image_folders_that_would_train_wrongly_or_hang_are_refused(tmp_path):
     check(other, "has not: ['bird']")
     (other / "val" / "bird" / "0.jpg").unlink()
     (other / "val" / "bird").rmdir()
-    (other / "test" / "a").mkdir(parents=True)
-    check(other, "has both val/ and test/")
+    (other / "test").mkdir()
+    (other / "test" / "unlabelled.jpg").write_bytes((other / "train" / "a" / "0.jpg").read_bytes())
+    (other / "val" / "__MACOSX").mkdir()  # no images: not a class
+    assert _validate(tmp_path, FOLDER_SPEC.replace("ROOT", str(other))).exit_code == 0  # a flat test/: val/ is it
+    (other / "test" / "a").mkdir()
+    (other / "test" / "a" / "0.jpg").write_bytes((other / "train" / "a" / "0.jpg").read_bytes())
+    check(other, "has both val/ and test/ with class folders")
+
+    hard = _image_folder(tmp_path / "hard", n=4)
+    os.link(hard / "train" / "b" / "0.jpg", hard / "train" / "a" / "z.jpg")  # a hard link is one file too
+    check(hard, "under two classes")
 
     small = _image_folder(tmp_path / "small", n=6)
     for i in range(5):  # b keeps one readable image: it cannot be in both training and validation

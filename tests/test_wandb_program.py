@@ -478,3 +478,10 @@ def test_each_trial_has_a_run_folder_and_reports_stay_small(tmp_path):
         """, {})
     assert (tmp_path / "trial" / "wandb" / "run-t1" / "files" / "model.pt").read_text() == "weights"
     assert len(reports) == 3000 and len(reports[-1]) <= 1000 and reports[-1]["batch_2999/grad_norm"] == 2999.0
+    many = _run(tmp_path, """\
+        import wandb
+        wandb.init()
+        wandb.log({"loss": 0.5, **{f"class_{i}": i for i in range(1500)}})   # a row of more names than are carried
+        wandb.log({"loss": 0.25, "x": 1})
+        """, {})
+    assert [r["loss"] for r in many] == [0.5, 0.25] and len(many[0]) == 1501  # the row's own names all stay

@@ -12,11 +12,11 @@ import click
 from trainables.errors import SECONDS, SpecError, env_seconds, redact
 
 
-def _fail(e: Exception) -> None:
+def _fail(e: Exception, overrides: tuple[str, ...] = ()) -> None:
     if isinstance(e, SpecError):
         from trainables.spec.load import located
 
-        e = located(e)  # a check after parsing names the key: the line too
+        e = located(e, overrides)  # a check after parsing names the key: the line too (not one -o set)
     click.echo(f"error: {redact(str(e))}", err=True)  # a value quoted back may hold a URI's password
     sys.exit(2)
 
@@ -74,7 +74,7 @@ def validate(spec_file, overrides, offline):
 
             check_reachable(resolve_uri(spec.tracking.uri), file=spec.source)
     except SpecError as e:
-        _fail(e)
+        _fail(e, overrides)
     length = "each until its program ends" if spec.program is not None else f"x up to {spec.epochs} epochs"
     goals = ", ".join(f"{m} ({d})" for m, d in spec.objectives)
     click.echo(f"{spec_file}: valid. Sweep {spec.name!r}: {spec.num_samples} trial(s) {length}, "
@@ -165,7 +165,7 @@ def run(spec_file, overrides, address, storage, resume, dry_run):
         raise_pending()  # a signal whose exception the MLflow check swallowed
     except SpecError as e:
         raise_pending()  # ... or turned into an error of its own: the signal is what happened
-        _fail(e)
+        _fail(e, overrides)
     click.echo(f"sweep {spec.name!r}: {spec.num_samples} trials, {spec.search.algorithm} + {spec.scheduler.name}, "
                f"{spec.resources.cpu:g} CPU / {spec.resources.gpu:g} GPU per trial")
     click.echo(f"results: {redact(path)}")
@@ -193,7 +193,7 @@ def run(spec_file, overrides, address, storage, resume, dry_run):
     except SpecError as e:
         if not interrupts.started:
             raise_pending()  # (as above: MLflow starting the parent run)
-        _fail(e)
+        _fail(e, overrides)
     except Interrupted as e:
         if not interrupts.started:
             click.echo(f"interrupted ({e.name}) before the sweep started: no trial ran", err=True)

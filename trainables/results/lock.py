@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import time
 import uuid
@@ -114,11 +115,22 @@ class RemoteLock:
         return self
 
     def _beat(self) -> None:
+        failing, warned = 0.0, False
         while not self._stop.wait(self.BEAT):
             try:
+                if self._holder().get("token") != self.me["token"]:  # taken over while the storage was away
+                    print(f"warning: the lock {redact(self.file)} was taken over by another run (the storage did "
+                          f"not answer for {self.STALE:.0f}s?); two runs of sweep {self.name!r} may be writing it",
+                          file=sys.stderr, flush=True)
+                    return
                 storage.write_text(self.file, json.dumps({**self.me, "beat": time.time()}))
+                failing, warned = 0.0, False
             except SpecError:
-                pass  # the storage away a moment: the next beat, well inside STALE
+                failing += self.BEAT  # the storage away a moment: the next beat
+                if failing >= self.STALE / 2 and not warned:
+                    warned = True
+                    print(f"warning: the lock {redact(self.file)} could not be renewed for {failing:.0f}s; after "
+                          f"{self.STALE:.0f}s another run may take it over", file=sys.stderr, flush=True)
 
     def release(self) -> None:
         self._stop.set()

@@ -43,10 +43,14 @@ class YamlDoc:
         return SpecError(message, file=self.file, path=_path_str(path) or None, line=line)
 
 
-def located(e: SpecError) -> SpecError:
+def located(e: SpecError, overrides: list[str] | tuple = ()) -> SpecError:
     """e with the line of its key path in its file, where it has none (a check made after parsing: the
-    files a spec names, the cluster, the tracking store); e as it is where file or key cannot be found."""
+    files a spec names, the cluster, the tracking store); e as it is where file or key cannot be found, or
+    where an `-o` override set the value (the file's line holds another)."""
     if e.line is not None or not e.file or not e.path:
+        return e
+    keys = [o.split("=", 1)[0].strip() for o in overrides]
+    if any(e.path == k or e.path.startswith((f"{k}.", f"{k}[")) or k.startswith(f"{e.path}.") for k in keys):
         return e
     try:
         doc = YamlDoc(e.file, _read(e.file))

@@ -195,8 +195,10 @@ class _Rows:
                 for k, v in row.items():  # the newest last: the oldest name is the one let go
                     self.latest.pop(k, None)
                     self.latest[k] = v
-                while len(self.latest) > CARRIED:
-                    del self.latest[next(iter(self.latest))]
+                if len(self.latest) > CARRIED:  # the oldest go; never this row's names, nor the metric
+                    keep = set(row) | {self.metric}
+                    for k in [k for k in self.latest if k not in keep][:len(self.latest) - CARRIED]:
+                        del self.latest[k]
                 if _finite(row.get(self.metric)):  # as W&B counts iterations: finite numbers only
                     self.reported += 1
                     self.report(_values(self.latest))  # Tune raises SystemExit here when it stops the trial

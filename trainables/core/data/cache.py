@@ -60,8 +60,9 @@ def cache_key(files: list[str], size: int, mode: str) -> str:
     h = hashlib.sha256(f"{VERSION}|{size}|{mode}".encode())
     for f in files:
         st = os.stat(f)
-        # the inode and change time too: a copy that keeps size and mtime (cp -p, rsync -a) is a new file
-        h.update(f"\n{f}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}|{st.st_ctime_ns}".encode())
+        # the change time too: a copy that keeps size and mtime (cp -p, rsync -a) is a new file (not the inode,
+        # which FUSE mounts number afresh after a while: each trial would decode everything again)
+        h.update(f"\n{f}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}".encode())
     return h.hexdigest()[:32]
 
 

@@ -79,11 +79,24 @@ def folder_layout(cfg: DatasetConfig) -> tuple[Path, Path | None]:
         else:
             where = f"has no train/ folder (it holds: {sorted(d.name for d in root.iterdir())[:10]})"
         raise DatasetNotFound(f"{cfg.name}: {root} {where}; expected {_LAYOUT.format(root=root)}")
-    if (root / "val").is_dir() and (root / "test").is_dir():  # which one is the test split would be a guess
-        raise DatasetNotFound(f"{cfg.name}: {root} has both val/ and test/; one held-out folder is the test split "
-                              f"(validation is carved from train/ by val_fraction): remove or rename the other")
-    test = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
-    return train, test
+    held = [root / d for d in ("val", "test") if (root / d).is_dir()]
+    if len(held) == 2:  # the one with class folders of images (Kaggle's test/ is often flat, unlabelled)
+        labelled = [d for d in held if _has_images(d.iterdir())]
+        if len(labelled) == 2:  # which one is the test split would be a guess
+            raise DatasetNotFound(f"{cfg.name}: {root} has both val/ and test/ with class folders; one held-out "
+                                  f"folder is the test split (validation is carved from train/ by val_fraction): "
+                                  f"remove or rename the other")
+        held = labelled or held
+    return train, (held[0] if held else None)
+
+
+def _has_images(entries) -> bool:
+    """Whether any class folder among entries holds an image file, at its top."""
+    for d in entries:
+        if d.is_dir() and not d.name.startswith(".") and any(
+                f.name.lower().endswith(IMG_EXTENSIONS) for f in d.iterdir()):
+            return True
+    return False
 
 
 def scan_folder(train_dir: Path, test_dir: Path | None):
@@ -98,8 +111,7 @@ def scan_folder(train_dir: Path, test_dir: Path | None):
         raise DatasetNotFound(f"class folders without images ({', '.join(IMG_EXTENSIONS)}) in {train_dir}: {empty}")
     test = make_dataset(str(test_dir), index) if test_dir else None
     if test_dir is not None:
-        unknown = sorted(d.name for d in test_dir.iterdir() if d.is_dir() and not d.name.startswith(".")
-                         and d.name not in index)
+        unknown = sorted(d.name for d in test_dir.iterdir() if d.name not in index and _has_images([d]))
         if unknown:  # their images would be left out of the test split without a word
             raise DatasetNotFound(f"class folders in {test_dir} that {train_dir} has not: {unknown[:10]} "
                                   f"(train/'s classes: {classes[:10]}); the test split holds train/'s classes only")
@@ -113,20 +125,20 @@ def _once(samples: list[tuple[str, int]], classes: list[str], test: list[tuple[s
           test_dir: Path | None) -> list[tuple[str, int]]:
     """The training samples with each real file once. A file reached through links under two classes, or
     also in the test folder, is refused: a label that is a guess, or test images the model trained on."""
-    seen: dict[str, tuple[str, int]] = {}
+    seen: dict[tuple[int, int] | None, tuple[str, int]] = {}
     out = []
     for path, y in samples:
-        real = os.path.realpath(path)
-        if real in seen:
+        real = _inode(path)  # through symbolic and hard links alike
+        if real in seen and real is not None:
             if seen[real][1] != y:
                 raise DatasetNotFound(f"{path} and {seen[real][0]} are one file (through a link) under two classes, "
                                       f"{classes[y]} and {classes[seen[real][1]]}: keep it in one")
             continue  # the same image twice in one class: it could land in both training and validation
         seen[real] = (path, y)
         out.append((path, y))
-    shared = [p for p, _ in test or [] if os.path.realpath(p) in seen]
+    shared = [p for p, _ in test or [] if _inode(p) in seen and _inode(p) is not None]
     if shared:
         raise DatasetNotFound(f"{len(shared)} of {len(test)} images in {test_dir} are files of train/ (through links), "
-                              f"e.g. {shared[0]} is {seen[os.path.realpath(shared[0])][0]}: the test split would score "
+                              f"e.g. {shared[0]} is {seen[_inode(shared[0])][0]}: the test split would score "
                               f"images the model trained on")
     return out
