@@ -394,3 +394,19 @@ def test_per_value_tables_compare_trials_at_a_common_epoch(tmp_path):
     headers, rows, section = _table(md, "batch_norm")
     assert headers == ["batch_norm", "trials", "epochs", "mean val_acc", "best val_acc"]
     assert [r[2] for r in rows] == ["4", "4"] and "different epochs" not in section
+
+
+def test_a_tie_for_best_goes_to_the_first_trial_id_whatever_the_order_read():
+    """Trials that tie on the metric (all at chance) were ranked in the order the folder was read, which
+    differed between `tune run` and its --resume: another best trial, retrained and registered again."""
+    from trainables.results.read import Sweep, TrialRecord
+    from trainables.spec.load import parse_spec
+
+    for mode, best in (("max", "b"), ("min", "d")):
+        spec = parse_spec(f"name: t\ntrainable: tests.trainables_for_tests:reports_score\nmetric: score\nmode: {mode}\n"
+                          "epochs: 3\nparameters: {x: {choice: [1, 2]}}\ntracking: {enabled: false}\n")
+        trials = [TrialRecord(trial_id=i, status="completed", config={}, last={"score": v})
+                  for i, v in (("c", 0.5), ("a", 0.5), ("b", 0.9), ("d", 0.1))]
+        for order in (trials, trials[::-1]):
+            ranked = [t.trial_id for t in Sweep(spec=spec, path="x", trials=order).ranked()]
+            assert ranked[0] == best and ranked.index("a") < ranked.index("c"), ranked

@@ -71,9 +71,11 @@ class Sweep:
     trials: list[TrialRecord] = field(default_factory=list)
 
     def ranked(self) -> list[TrialRecord]:
-        """Trials with a value of the metric, best first."""
+        """Trials with a value of the metric, best first; a tie goes to the first trial id (the order the
+        folder was read in differed between `tune run` and its --resume: another best, retrained again)."""
+        sign = -1 if self.spec.mode == "max" else 1
         scored = [t for t in self.trials if t.value(self.spec.metric) is not None]
-        return sorted(scored, key=lambda t: t.value(self.spec.metric), reverse=self.spec.mode == "max")
+        return sorted(scored, key=lambda t: (sign * t.value(self.spec.metric), t.trial_id))
 
     def best(self) -> TrialRecord | None:
         """The best trial by the metric; with several objectives, the Pareto-optimal trial best by
@@ -81,7 +83,8 @@ class Sweep:
         if self.spec.multi:
             (metric, mode), = (self.spec.final.select or {self.spec.metric: self.spec.mode}).items()
             optimal = [t for t in self.pareto() if t.status != "errored" and t.value(metric) is not None]
-            return (max if mode == "max" else min)(optimal, key=lambda t: t.value(metric)) if optimal else None
+            sign = -1 if mode == "max" else 1
+            return min(optimal, key=lambda t: (sign * t.value(metric), t.trial_id)) if optimal else None
         ranked = self.ranked()
         return ranked[0] if ranked else None
 
