@@ -412,6 +412,9 @@ def test_seconds_from_the_environment_are_checked_before_the_sweep(tmp_path, mon
         result = tune("run", spec, "--dry-run", cwd=tmp_path)
         assert result.exit_code == 2 and f"${name}={bad!r} is not a number of seconds" in result.output, \
             result.output
+    monkeypatch.setenv(name, "5m")
+    result = tune("validate", spec, "--offline", cwd=tmp_path)  # what `tune run` would say
+    assert result.exit_code == 2 and f"${name}='5m'" in result.output, result.output
     monkeypatch.setenv(name, " 7.5 ")
     assert env_seconds(name) == 7.5 and tune("run", spec, "--dry-run", cwd=tmp_path).exit_code == 0
     monkeypatch.setenv(name, "")

@@ -250,6 +250,14 @@ def test_a_server_behind_tls_and_a_password_is_reached_as_mlflow_reaches_it(tmp_
         monkeypatch.delenv("MLFLOW_TRACKING_SERVER_CERT_PATH")
         monkeypatch.setenv("MLFLOW_TRACKING_INSECURE_TLS", "true")
         check_reachable(uri, timeout=5)
+        # a setting that cannot be used is named, not taken for a server that does not answer
+        for key, value, words in (("MLFLOW_TRACKING_INSECURE_TLS", "maybe", "must be one of"),
+                                  ("MLFLOW_TRACKING_CLIENT_CERT_PATH", str(tmp_path / "none.pem"), "is not a file")):
+            monkeypatch.setenv(key, value)
+            with pytest.raises(SpecError, match=words) as e:
+                check_reachable(uri, timeout=5)
+            assert "does not answer" not in str(e.value)
+            monkeypatch.delenv(key)
     finally:
         server.shutdown()
 

@@ -69,6 +69,8 @@ def validate(spec_file, overrides, offline):
 
     try:
         spec = _feasible(preflight(_said(load_spec(spec_file, overrides)), say=click.echo))
+        for name in SECONDS:  # as `tune run` checks them
+            env_seconds(name)
         if spec.tracking.enabled and not offline:
             from trainables.tracking.server import check_reachable, resolve_uri
 

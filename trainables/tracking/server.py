@@ -73,11 +73,19 @@ def check_reachable(uri: str, *, file: str | None = None, timeout: float = 5.0, 
         from mlflow.utils.credentials import get_default_host_creds
         from mlflow.utils.rest_utils import http_request
 
+        try:  # MLflow's settings of the environment: a fault there is no server's
+            creds = get_default_host_creds(uri)
+        except Exception as e:  # noqa: BLE001 - a boolean it reads strictly, a CA bundle with insecure TLS
+            raise SpecError(f"MLflow's settings: {short(str(e), 400)}", file=file, path="tracking.uri") from None
+        for name, path in (("MLFLOW_TRACKING_SERVER_CERT_PATH", creds.server_cert_path),
+                           ("MLFLOW_TRACKING_CLIENT_CERT_PATH", creds.client_cert_path)):
+            if isinstance(path, str) and not os.path.isfile(path):
+                raise SpecError(f"${name}={short(path)} is not a file", file=file, path="tracking.uri")
         try:
             # As MLflow itself asks (its credentials, TLS settings and headers from the environment), once.
             # The status line is the answer: a body sent a byte at a time is not waited for (timeout is per read).
-            r = http_request(get_default_host_creds(uri), "/health", "GET", max_retries=0, backoff_factor=0,
-                             timeout=timeout, raise_on_status=False, stream=True)
+            r = http_request(creds, "/health", "GET", max_retries=0, backoff_factor=0, timeout=timeout,
+                             raise_on_status=False, stream=True)
             r.close()
         except Exception as e:  # noqa: BLE001 - MLflow wraps every requests fault in MlflowException
             raise SpecError(f"the MLflow tracking server at {redact(uri)} does not answer ({reason(e)}); {hint}",

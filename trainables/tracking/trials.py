@@ -308,7 +308,8 @@ class Trials:
         c = self.client
         have = c.get_run(child.run_id).data.params  # a param is written once: --resume sends it again
         whole = {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in params.items()}
-        fresh = [Param(self.key(k), param_value(v)) for k, v in whole.items() if self.key(k) not in have]
+        keyed = {self.key(k): v for k, v in whole.items()}
+        fresh = [Param(k, param_value(v)) for k, v in keyed.items() if k not in have]
         if fresh:
             c.log_batch(child.run_id, params=fresh)
 

@@ -125,20 +125,21 @@ def _once(samples: list[tuple[str, int]], classes: list[str], test: list[tuple[s
           test_dir: Path | None) -> list[tuple[str, int]]:
     """The training samples with each real file once. A file reached through links under two classes, or
     also in the test folder, is refused: a label that is a guess, or test images the model trained on."""
-    seen: dict[tuple[int, int] | None, tuple[str, int]] = {}
+    seen: dict[tuple[int, int], tuple[str, int]] = {}  # (device, inode): symbolic and hard links alike
     out = []
     for path, y in samples:
-        real = _inode(path)  # through symbolic and hard links alike
-        if real in seen and real is not None:
+        real = _inode(path)
+        if real in seen:
             if seen[real][1] != y:
                 raise DatasetNotFound(f"{path} and {seen[real][0]} are one file (through a link) under two classes, "
                                       f"{classes[y]} and {classes[seen[real][1]]}: keep it in one")
             continue  # the same image twice in one class: it could land in both training and validation
-        seen[real] = (path, y)
+        if real is not None:
+            seen[real] = (path, y)
         out.append((path, y))
-    shared = [p for p, _ in test or [] if _inode(p) in seen and _inode(p) is not None]
+    shared = [(p, seen[i][0]) for p, _ in test or [] if (i := _inode(p)) in seen]
     if shared:
         raise DatasetNotFound(f"{len(shared)} of {len(test)} images in {test_dir} are files of train/ (through links), "
-                              f"e.g. {shared[0]} is {seen[_inode(shared[0])][0]}: the test split would score "
-                              f"images the model trained on")
+                              f"e.g. {shared[0][0]} is {shared[0][1]}: the test split would score images the model "
+                              f"trained on")
     return out
